@@ -1,0 +1,125 @@
+"""Plain PyTorch attention with exactly the semantics of the Triton FlashAttention kernel.
+
+It materialises the [B, H, Sq, Sk] score matrix, so it is the reference in tests (run it on
+float64 inputs for a high-precision answer, or in the inputs' own low precision to measure what
+ordinary PyTorch attention gets wrong) and the non-flash path of the models.
+
+Semantics shared with `kernels.flash_attention.flash_attn_func`:
+- q: [B, Sq, Hq, D], k and v: [B, Sk, Hkv, D], Hq a multiple of Hkv (query head h reads key/value
+  head h // (Hq // Hkv)); the output has q's shape and dtype.
+- causal: query i sees key j iff j <= i + Sk - Sq (aligned bottom-right, as FlashAttention >= 2.1).
+- key_padding_mask: bool [B, Sk] (True = a real token) or integer key lengths [B].
+- segment_ids: int [B, S] (self-attention, Sq == Sk): a query sees only keys of its own segment,
+  the document masking of packed samples.
+- alibi_slopes: [Hq] or [B, Hq]; adds -slope * |i + Sk - Sq - j| to the scaled scores.
+- dropout: the keep-mask [B, Hq, Sq, Sk] is applied to the softmax probabilities, kept ones are
+  scaled by 1 / (1 - dropout_p); the log-sum-exp does not see dropout.
+- A query row that sees no key gets a zero output, a log-sum-exp of -inf and zero gradients.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def key_padding_to_bool(key_padding_mask: torch.Tensor, seqlen_k: int) -> torch.Tensor:
+    """bool [B, Sk] (True = real key) from either accepted form of key_padding_mask."""
+    if key_padding_mask.dtype == torch.bool:
+        return key_padding_mask
+    positions = torch.arange(seqlen_k, device=key_padding_mask.device)
+    return positions[None, :] < key_padding_mask[:, None]  # (B, Sk)
+
+
+def attention_mask(
+    batch: int,
+    seqlen_q: int,
+    seqlen_k: int,
+    *,
+    device: torch.device,
+    causal: bool = False,
+    key_padding_mask: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """bool [B, 1, Sq, Sk], True where a query may attend to a key; None when all may."""
+    visible = None
+    if causal:
+        rows = torch.arange(seqlen_q, device=device)[:, None] + (seqlen_k - seqlen_q)
+        cols = torch.arange(seqlen_k, device=device)[None, :]
+        visible = (cols <= rows)[None, None]  # (1, 1, Sq, Sk)
+    if key_padding_mask is not None:
+        keys = key_padding_to_bool(key_padding_mask, seqlen_k)[:, None, None, :]  # (B, 1, 1, Sk)
+        visible = keys if visible is None else visible & keys
+    if segment_ids is not None:
+        same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]  # (B, 1, S, S)
+        visible = same if visible is None else visible & same
+    if visible is None:
+        return None
+    return visible.expand(batch, 1, seqlen_q, seqlen_k)
+
+
+def alibi_bias(alibi_slopes: torch.Tensor, batch: int, seqlen_q: int, seqlen_k: int) -> torch.Tensor:
+    """float32 [B or 1, Hq, Sq, Sk]: -slope * |i + Sk - Sq - j|."""
+    device = alibi_slopes.device
+    rows = torch.arange(seqlen_q, device=device)[:, None] + (seqlen_k - seqlen_q)
+    cols = torch.arange(seqlen_k, device=device)[None, :]
+    distance = (rows - cols).abs().to(torch.float32)  # (Sq, Sk)
+    slopes = alibi_slopes.to(torch.float32)
+    slopes = slopes[None] if slopes.dim() == 1 else slopes  # (B or 1, Hq)
+    return -slopes[:, :, None, None] * distance
+
+
+def attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    softmax_scale: float | None = None,
+    dropout_p: float = 0.0,
+    dropout_mask: torch.Tensor | None = None,
+    alibi_slopes: torch.Tensor | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | None = None,
+    return_lse: bool = False,
+):
+    """Attention by the book. Matmuls run in the inputs' dtype, the softmax in float32 (float64
+    for float64 inputs). Without an explicit `dropout_mask`, dropout draws from torch's RNG.
+
+    Returns out [B, Sq, Hq, D], and with return_lse also lse float32 [B, Hq, Sq].
+    """
+    batch, seqlen_q, heads_q, head_dim = q.shape
+    seqlen_k, heads_kv = k.shape[1], k.shape[2]
+    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
+    group = heads_q // heads_kv
+    softmax_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+
+    qh = q.transpose(1, 2)  # (B, Hq, Sq, D)
+    kh = k.transpose(1, 2).repeat_interleave(group, dim=1)  # (B, Hq, Sk, D)
+    vh = v.transpose(1, 2).repeat_interleave(group, dim=1)  # (B, Hq, Sk, D)
+
+    scores = torch.matmul(qh, kh.transpose(-1, -2)).to(softmax_dtype) * scale  # (B, Hq, Sq, Sk)
+    if alibi_slopes is not None:
+        scores = scores + alibi_bias(alibi_slopes, batch, seqlen_q, seqlen_k).to(softmax_dtype)
+    visible = attention_mask(
+        batch, seqlen_q, seqlen_k, device=q.device, causal=causal,
+        key_padding_mask=key_padding_mask, segment_ids=segment_ids,
+    )
+    if visible is not None:
+        scores = scores.masked_fill(~visible, float("-inf"))
+        # A softmax over a row of -inf is NaN: rows without a visible key get zero probabilities.
+        blind = ~visible.any(dim=-1, keepdim=True)  # (B, 1, Sq, 1)
+        probs = torch.softmax(scores.masked_fill(blind, 0.0), dim=-1).masked_fill(blind, 0.0)
+    else:
+        probs = torch.softmax(scores, dim=-1)
+    lse = torch.logsumexp(scores.detach(), dim=-1)  # (B, Hq, Sq); -inf on rows that see no key
+    if dropout_p > 0.0:
+        if dropout_mask is None:
+            dropout_mask = torch.rand_like(probs) >= dropout_p
+        probs = probs * dropout_mask / (1.0 - dropout_p)
+
+    out = torch.matmul(probs.to(v.dtype), vh).transpose(1, 2)  # (B, Sq, Hq, D)
+    if return_lse:
+        return out, lse.to(torch.float32)
+    return out

@@ -110,10 +110,12 @@ def attention_reference(
         scores = scores.masked_fill(~visible, float("-inf"))
         # A softmax over a row of -inf is NaN: rows without a visible key get zero probabilities.
         blind = ~visible.any(dim=-1, keepdim=True)  # (B, 1, Sq, 1)
-        probs = torch.softmax(scores.masked_fill(blind, 0.0), dim=-1).masked_fill(blind, 0.0)
+        safe_scores = scores.masked_fill(blind, 0.0)
+        probs = torch.softmax(safe_scores, dim=-1).masked_fill(blind, 0.0)
+        lse = torch.logsumexp(safe_scores, dim=-1).masked_fill(blind[..., 0], float("-inf"))
     else:
         probs = torch.softmax(scores, dim=-1)
-    lse = torch.logsumexp(scores.detach(), dim=-1)  # (B, Hq, Sq); -inf on rows that see no key
+        lse = torch.logsumexp(scores, dim=-1)  # (B, Hq, Sq); -inf on rows that see no key
     if dropout_p > 0.0:
         if dropout_mask is None:
             dropout_mask = torch.rand_like(probs) >= dropout_p

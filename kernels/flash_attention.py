@@ -1,0 +1,891 @@
+"""FlashAttention-2 in Triton: forward and backward, with masks, ALiBi and dropout in the kernel.
+
+Algorithm (Dao, 2023). The forward walks the key/value blocks of one block of query rows,
+keeping a running row maximum and row sum (online softmax, in base 2), and stores the output and
+the log-sum-exp (lse) of each row: nothing of size Sq x Sk ever reaches memory, and the backward
+needs only q, k, v, out, lse and the incoming gradient, so memory is linear in the sequence length.
+The backward runs three kernels: `delta = rowsum(dout * out)`; one program per key block that
+recomputes the probabilities of every query block that sees it and accumulates dk and dv in
+registers (summed over the query heads of a GQA group, so k and v are never repeated); one
+program per query block that accumulates dq. No atomics: the result is deterministic.
+
+Supported:
+- q [B, Sq, Hq, D], k and v [B, Sk, Hkv, D] with Hq % Hkv == 0 (GQA / MQA), any strides whose
+  last one is 1 (views of a fused qkv projection are read in place), fp16, bf16 or fp32
+  (accumulation always fp32; fp32 inputs use exact fp32 matrix products, not tf32).
+- Head dims 1..256, padded internally to a power of two of at least 16.
+- causal, aligned bottom-right when Sq != Sk (FlashAttention >= 2.1): query i sees key j iff
+  j <= i + Sk - Sq.
+- key padding (bool [B, Sk], True = real key, or key lengths [B]) and packed-document masking
+  (segment ids [B, S], self-attention): a query row that sees no key gets zeros, lse = -inf and
+  zero gradients.
+- ALiBi from per-head slopes ([Hq] or [B, Hq]): bias -slope * |i + Sk - Sq - j|, computed in the
+  kernel (with causal masking this is the usual causal ALiBi up to a per-row constant).
+- Attention dropout from a counter-based RNG (Philox on (key, query, batch*head) counters and a
+  seed): the backward regenerates the same keep-mask, and `dropout_keep_mask` returns it.
+- The gradient of the returned lse, folded into delta (ds = p * (dp - delta + dlse)).
+
+Limits: on a CPU the kernels run only under TRITON_INTERPRET=1 (the Triton interpreter, slow;
+bf16 matrix products are wrong there, a known interpreter bug). ALiBi slopes get no gradient.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+# Triton picks interpreted or compiled kernels when `triton.jit` runs, i.e. at this import.
+INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
+LOG2E = 1.4426950408889634
+MAX_HEAD_DIM = 256
+
+
+class FlashAttentionUnavailable(RuntimeError):
+    """The Triton kernel cannot run on these tensors' device."""
+
+
+def flash_attention_supported(device: torch.device | str) -> bool:
+    """True where the kernel can run: a CUDA device, or any device under TRITON_INTERPRET=1."""
+    return torch.device(device).type == "cuda" or INTERPRETER
+
+
+# --------------------------------------------------------------------------------------------
+# Triton helpers
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _dropout_keep(seed, rows, cols, batch_head, dropout_p):
+    """Keep-mask (True = kept) of the elements at rows x cols (broadcastable int32 tensors)."""
+    # One Philox draw per element; the counters identify the element, so the forward, both
+    # backward kernels and `dropout_keep_mask` all see the same number.
+    zero = rows * 0 + cols * 0
+    c0 = (cols + zero).to(tl.uint32, bitcast=True)
+    c1 = (rows + zero).to(tl.uint32, bitcast=True)
+    c2 = (zero + batch_head).to(tl.uint32, bitcast=True)
+    r, _, _, _ = tl.philox(seed, c0, c1, c2, zero.to(tl.uint32, bitcast=True))
+    r = r.to(tl.int32, bitcast=True)
+    uniform = tl.where(r < 0, -r - 1, r).to(tl.float32) * 4.6566127342e-10  # [0, 1)
+    return uniform >= dropout_p
+
+
+@triton.jit
+def _bias_and_mask(
+    s, rows, cols, seqlen_q, seqlen_k, alibi_slope,
+    key_mask_row, seg_q_row, seg_k_row,
+    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
+    HAS_SEGMENTS: tl.constexpr, MASK_EDGES: tl.constexpr,
+):
+    """Add the positional bias to log2-scaled scores s and set invisible ones to -inf.
+
+    rows and cols are broadcastable index tensors ([M, 1] x [1, N] or [1, M] x [N, 1]), so the
+    same code serves the forward ([rows, cols]) and the transposed backward ([cols, rows]).
+    MASK_EDGES: the tile crosses the causal diagonal or the end of the keys.
+    """
+    if HAS_ALIBI:  # alibi_slope is -slope * log2(e)
+        s += alibi_slope * tl.abs(rows + (seqlen_k - seqlen_q) - cols).to(tl.float32)
+    if MASK_EDGES:
+        visible = cols < seqlen_k
+        if CAUSAL:
+            visible = visible & (cols <= rows + (seqlen_k - seqlen_q))
+        s = tl.where(visible, s, float("-inf"))
+    if HAS_KEY_MASK:
+        real_key = tl.load(key_mask_row + cols, mask=cols < seqlen_k, other=0)
+        s = tl.where(real_key != 0, s, float("-inf"))
+    if HAS_SEGMENTS:
+        seg_q = tl.load(seg_q_row + rows, mask=rows < seqlen_q, other=-1)
+        seg_k = tl.load(seg_k_row + cols, mask=cols < seqlen_k, other=-2)
+        s = tl.where(seg_q == seg_k, s, float("-inf"))
+    return s
+
+
+@triton.jit
+def _load_tile(ptrs, mask, USE_MASK: tl.constexpr):
+    """Masked load (zeros outside) only where a mask is needed: unmasked loads vectorise best."""
+    if USE_MASK:
+        return tl.load(ptrs, mask=mask, other=0.0)
+    else:
+        return tl.load(ptrs)
+
+
+@triton.jit
+def _causal_key_range(start_m, seqlen_q, seqlen_k, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      CAUSAL: tl.constexpr):
+    """Key blocks that rows [start_m, start_m + BLOCK_M) see: [0, full) need no edge mask,
+    [full, end) do."""
+    if CAUSAL:
+        # Row i sees keys j <= i + Sk - Sq; the first row of the block sees the fewest.
+        end = tl.minimum(seqlen_k, tl.maximum(start_m + BLOCK_M + seqlen_k - seqlen_q, 0))
+        full = (start_m + seqlen_k - seqlen_q + 1) // BLOCK_N * BLOCK_N
+    else:
+        end = seqlen_k
+        full = seqlen_k
+    full = tl.minimum(tl.maximum(full, 0), seqlen_k // BLOCK_N * BLOCK_N)
+    full = tl.minimum(full, end)
+    return full, end
+
+
+# --------------------------------------------------------------------------------------------
+# Forward
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fwd_inner(
+    acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
+    start_m, lo, hi, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
+    key_mask_row, seg_q_row, seg_k_row, seed, batch_head, dropout_p,
+    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
+    HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr, MASK_EDGES: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    rows = (start_m + offs_m)[:, None]  # (BLOCK_M, 1)
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n  # (BLOCK_N,)
+        kv_mask = (cols[:, None] < seqlen_k) & (offs_d[None, :] < HEAD_DIM)
+        k = _load_tile(k_base + cols[:, None] * stride_kn + offs_d[None, :], kv_mask,
+                       MASK_EDGES or BLOCK_D != HEAD_DIM)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
+        s = _bias_and_mask(s, rows, cols[None, :], seqlen_q, seqlen_k, alibi_slope,
+                           key_mask_row, seg_q_row, seg_k_row,
+                           CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # A row with no visible key so far keeps m = -inf; subtract 0 instead to avoid inf - inf.
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(s - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        if HAS_DROPOUT:
+            p = tl.where(_dropout_keep(seed, rows, cols[None, :], batch_head, dropout_p), p, 0.0)
+        v = _load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], kv_mask,
+                       MASK_EDGES or BLOCK_D != HEAD_DIM)
+        acc += tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _fwd_kernel(
+    Q, K, V, Out, Lse, Slopes, KeyMask, SegIds,
+    stride_qb, stride_qm, stride_qh,
+    stride_kb, stride_kn, stride_kh,
+    stride_vb, stride_vn, stride_vh,
+    stride_ob, stride_om, stride_oh,
+    stride_slopes_b, stride_keymask_b, stride_seg_b,
+    num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket,
+    qk_scale, dropout_p, seed,
+    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
+    HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr,
+):
+    num_m_blocks = tl.cdiv(seqlen_q, BLOCK_M)
+    m_block = tl.program_id(0)
+    if CAUSAL:  # the last query blocks see the most keys: start them first
+        m_block = num_m_blocks - 1 - m_block
+    batch_head = tl.program_id(1)
+    b = batch_head // num_heads
+    h = batch_head % num_heads
+    h_kv = h // kv_group
+    start_m = m_block * BLOCK_M
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    q_base = Q + b.to(tl.int64) * stride_qb + h * stride_qh
+    k_base = K + b.to(tl.int64) * stride_kb + h_kv * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + h_kv * stride_vh
+
+    q_mask = ((start_m + offs_m)[:, None] < seqlen_q) & (offs_d[None, :] < HEAD_DIM)
+    q = _load_tile(q_base + (start_m + offs_m)[:, None] * stride_qm + offs_d[None, :], q_mask,
+                   not EVEN_M or BLOCK_D != HEAD_DIM)
+
+    alibi_slope = 0.0
+    if HAS_ALIBI:
+        alibi_slope = tl.load(Slopes + b * stride_slopes_b + h).to(tl.float32) * -1.4426950408889634
+    key_mask_row = KeyMask + b * stride_keymask_b
+    seg_row = SegIds + b * stride_seg_b
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    full, end = _causal_key_range(start_m, seqlen_q, seqlen_k, BLOCK_M, BLOCK_N, CAUSAL)
+    acc, l_i, m_i = _fwd_inner(
+        acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
+        start_m, 0, full, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
+        key_mask_row, seg_row, seg_row, seed, batch_head, dropout_p,
+        CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
+        HEAD_DIM, BLOCK_N, BLOCK_D, DOT_PRECISION,
+    )
+    acc, l_i, m_i = _fwd_inner(
+        acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
+        start_m, full, end, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
+        key_mask_row, seg_row, seg_row, seed, batch_head, dropout_p,
+        CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True,
+        HEAD_DIM, BLOCK_N, BLOCK_D, DOT_PRECISION,
+    )
+
+    blind = l_i == 0.0  # rows that saw no key: output 0, lse -inf
+    out = acc / tl.where(blind, 1.0, l_i)[:, None]
+    if HAS_DROPOUT:
+        out = out * (1.0 / (1.0 - dropout_p))
+    lse = tl.where(blind, float("-inf"), (m_i + tl.math.log2(tl.where(blind, 1.0, l_i))) * 0.6931471805599453)
+
+    rows = start_m + offs_m
+    tl.store(Lse + batch_head.to(tl.int64) * seqlen_q + rows, lse, mask=rows < seqlen_q)
+    o_base = Out + b.to(tl.int64) * stride_ob + h * stride_oh
+    tl.store(o_base + rows[:, None] * stride_om + offs_d[None, :], out.to(Out.dtype.element_ty),
+             mask=q_mask)
+
+
+# --------------------------------------------------------------------------------------------
+# Backward
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _bwd_delta_kernel(
+    Out, DOut, DLse, Delta,
+    stride_ob, stride_om, stride_oh, stride_dob, stride_dom, stride_doh,
+    num_heads, seqlen_q,
+    HAS_DLSE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+):
+    """delta = rowsum(dout * out) - dlse, in fp32, [B, H, Sq]."""
+    batch_head = tl.program_id(1)
+    b = batch_head // num_heads
+    h = batch_head % num_heads
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = (rows[:, None] < seqlen_q) & (offs_d[None, :] < HEAD_DIM)
+    o = tl.load(Out + b.to(tl.int64) * stride_ob + h * stride_oh + rows[:, None] * stride_om
+                + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(DOut + b.to(tl.int64) * stride_dob + h * stride_doh + rows[:, None] * stride_dom
+                 + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    delta = tl.sum(o * do, axis=1)
+    row_ptrs = batch_head.to(tl.int64) * seqlen_q + rows
+    if HAS_DLSE:
+        delta -= tl.load(DLse + row_ptrs, mask=rows < seqlen_q, other=0.0)
+    tl.store(Delta + row_ptrs, delta, mask=rows < seqlen_q)
+
+
+@triton.jit
+def _load_lse(Lse, row_ptrs, rows, seqlen_q):
+    """lse of the rows, +inf for rows past the end or without a visible key, so p = 0 there."""
+    lse = tl.load(Lse + row_ptrs, mask=rows < seqlen_q, other=float("inf"))
+    return tl.where(lse == float("-inf"), float("inf"), lse) * 1.4426950408889634
+
+
+@triton.jit
+def _bwd_kv_inner(
+    dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
+    start_n, lo, hi, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
+    key_mask_row, seg_row, seed, batch_head, dropout_p,
+    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
+    HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr, MASK_EDGES: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Accumulate dk, dv of one key block over query blocks [lo, hi), working transposed:
+    (BLOCK_N, BLOCK_M) tiles, so that p^T and ds^T feed the matrix products directly."""
+    cols = (start_n + offs_n)[:, None]  # (BLOCK_N, 1)
+    for start_m in range(lo, hi, BLOCK_M):
+        rows = start_m + offs_m  # (BLOCK_M,)
+        q_mask = rows[:, None] < seqlen_q
+        if BLOCK_D != HEAD_DIM:
+            q_mask = q_mask & (offs_d[None, :] < HEAD_DIM)
+        q = tl.load(q_base + rows[:, None] * stride_qm + offs_d[None, :], mask=q_mask, other=0.0)
+        do = tl.load(do_base + rows[:, None] * stride_dom + offs_d[None, :], mask=q_mask, other=0.0)
+        lse = _load_lse(lse_row, rows, rows, seqlen_q)
+        delta = tl.load(delta_row + rows, mask=rows < seqlen_q, other=0.0)
+
+        s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
+        s_t = _bias_and_mask(s_t, rows[None, :], cols, seqlen_q, seqlen_k, alibi_slope,
+                             key_mask_row, seg_row, seg_row,
+                             CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
+        p_t = tl.math.exp2(s_t - lse[None, :])
+        dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
+        if HAS_DROPOUT:
+            keep = _dropout_keep(seed, rows[None, :], cols, batch_head, dropout_p)
+            scale = 1.0 / (1.0 - dropout_p)
+            dv += tl.dot(tl.where(keep, p_t * scale, 0.0).to(do.dtype), do,
+                         input_precision=DOT_PRECISION)
+            dp_t = tl.where(keep, dp_t * scale, 0.0)
+        else:
+            dv += tl.dot(p_t.to(do.dtype), do, input_precision=DOT_PRECISION)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk += tl.dot(ds_t.to(q.dtype), q, input_precision=DOT_PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def _bwd_kv_kernel(
+    Q, K, V, DOut, Lse, Delta, DK, DV, Slopes, KeyMask, SegIds,
+    stride_qb, stride_qm, stride_qh,
+    stride_kb, stride_kn, stride_kh,
+    stride_vb, stride_vn, stride_vh,
+    stride_dob, stride_dom, stride_doh,
+    stride_dkb, stride_dkn, stride_dkh,
+    stride_dvb, stride_dvn, stride_dvh,
+    stride_slopes_b, stride_keymask_b, stride_seg_b,
+    num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket,
+    qk_scale, dropout_p, seed,
+    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
+    HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """One program per (key block, batch, kv head): dk and dv summed over the head's group."""
+    start_n = tl.program_id(0) * BLOCK_N
+    batch_kv_head = tl.program_id(1)
+    num_kv_heads = num_heads // kv_group
+    b = batch_kv_head // num_kv_heads
+    h_kv = batch_kv_head % num_kv_heads
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    cols = start_n + offs_n
+    kv_mask = (cols[:, None] < seqlen_k) & (offs_d[None, :] < HEAD_DIM)
+    k = tl.load(K + b.to(tl.int64) * stride_kb + h_kv * stride_kh + cols[:, None] * stride_kn
+                + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(V + b.to(tl.int64) * stride_vb + h_kv * stride_vh + cols[:, None] * stride_vn
+                + offs_d[None, :], mask=kv_mask, other=0.0)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    key_mask_row = KeyMask + b * stride_keymask_b
+    seg_row = SegIds + b * stride_seg_b
+
+    # Row i sees key j iff i >= j - (Sk - Sq). Rows before `first_row` see none of this block;
+    # rows from `band_end` on see all of it, so only [first_row, band_end) needs the causal
+    # mask, and every row needs the edge mask when the block runs past the last key.
+    last_rows = tl.cdiv(seqlen_q, BLOCK_M) * BLOCK_M
+    if CAUSAL:
+        first_row = tl.maximum(start_n - (seqlen_k - seqlen_q), 0) // BLOCK_M * BLOCK_M
+        band_end = tl.cdiv(tl.maximum(start_n + BLOCK_N - 1 - (seqlen_k - seqlen_q), 0), BLOCK_M) * BLOCK_M
+        band_end = tl.minimum(band_end, last_rows)
+    else:
+        first_row = 0
+        band_end = 0
+    masked_end = tl.where(start_n + BLOCK_N > seqlen_k, last_rows, band_end)
+
+    for g in range(0, kv_group):
+        h = h_kv * kv_group + g
+        batch_head = b * num_heads + h
+        q_base = Q + b.to(tl.int64) * stride_qb + h * stride_qh
+        do_base = DOut + b.to(tl.int64) * stride_dob + h * stride_doh
+        lse_row = Lse + batch_head.to(tl.int64) * seqlen_q
+        delta_row = Delta + batch_head.to(tl.int64) * seqlen_q
+        alibi_slope = 0.0
+        if HAS_ALIBI:
+            alibi_slope = tl.load(Slopes + b * stride_slopes_b + h).to(tl.float32) * -1.4426950408889634
+        dk, dv = _bwd_kv_inner(
+            dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
+            start_n, first_row, masked_end, offs_m, offs_n, offs_d, seqlen_q, seqlen_k,
+            qk_scale, alibi_slope, key_mask_row, seg_row, seed, batch_head, dropout_p,
+            CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True,
+            HEAD_DIM, BLOCK_M, BLOCK_D, DOT_PRECISION,
+        )
+        dk, dv = _bwd_kv_inner(
+            dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
+            start_n, masked_end, last_rows, offs_m, offs_n, offs_d, seqlen_q, seqlen_k,
+            qk_scale, alibi_slope, key_mask_row, seg_row, seed, batch_head, dropout_p,
+            CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
+            HEAD_DIM, BLOCK_M, BLOCK_D, DOT_PRECISION,
+        )
+
+    # s was scaled by softmax_scale * log2(e) for exp2; dk needs softmax_scale only.
+    dk = dk * (qk_scale * 0.6931471805599453)
+    tl.store(DK + b.to(tl.int64) * stride_dkb + h_kv * stride_dkh + cols[:, None] * stride_dkn
+             + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + b.to(tl.int64) * stride_dvb + h_kv * stride_dvh + cols[:, None] * stride_dvn
+             + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _bwd_q_inner(
+    dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
+    start_m, lo, hi, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
+    key_mask_row, seg_row, seed, batch_head, dropout_p,
+    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
+    HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr, MASK_EDGES: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    rows = (start_m + offs_m)[:, None]  # (BLOCK_M, 1)
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n
+        kv_mask = (cols[:, None] < seqlen_k) & (offs_d[None, :] < HEAD_DIM)
+        k = _load_tile(k_base + cols[:, None] * stride_kn + offs_d[None, :], kv_mask,
+                       MASK_EDGES or BLOCK_D != HEAD_DIM)
+        v = _load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], kv_mask,
+                       MASK_EDGES or BLOCK_D != HEAD_DIM)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
+        s = _bias_and_mask(s, rows, cols[None, :], seqlen_q, seqlen_k, alibi_slope,
+                           key_mask_row, seg_row, seg_row,
+                           CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
+        p = tl.math.exp2(s - lse[:, None])
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
+        if HAS_DROPOUT:
+            keep = _dropout_keep(seed, rows, cols[None, :], batch_head, dropout_p)
+            dp = tl.where(keep, dp * (1.0 / (1.0 - dropout_p)), 0.0)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
+    return dq
+
+
+@triton.jit
+def _bwd_q_kernel(
+    Q, K, V, DOut, Lse, Delta, DQ, Slopes, KeyMask, SegIds,
+    stride_qb, stride_qm, stride_qh,
+    stride_kb, stride_kn, stride_kh,
+    stride_vb, stride_vn, stride_vh,
+    stride_dob, stride_dom, stride_doh,
+    stride_dqb, stride_dqm, stride_dqh,
+    stride_slopes_b, stride_keymask_b, stride_seg_b,
+    num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket,
+    qk_scale, dropout_p, seed,
+    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
+    HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """One program per (query block, batch, head): dq over the keys the block sees."""
+    num_m_blocks = tl.cdiv(seqlen_q, BLOCK_M)
+    m_block = tl.program_id(0)
+    if CAUSAL:
+        m_block = num_m_blocks - 1 - m_block
+    batch_head = tl.program_id(1)
+    b = batch_head // num_heads
+    h = batch_head % num_heads
+    h_kv = h // kv_group
+    start_m = m_block * BLOCK_M
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    rows = start_m + offs_m
+    q_mask = (rows[:, None] < seqlen_q) & (offs_d[None, :] < HEAD_DIM)
+    q = tl.load(Q + b.to(tl.int64) * stride_qb + h * stride_qh + rows[:, None] * stride_qm
+                + offs_d[None, :], mask=q_mask, other=0.0)
+    do = tl.load(DOut + b.to(tl.int64) * stride_dob + h * stride_doh + rows[:, None] * stride_dom
+                 + offs_d[None, :], mask=q_mask, other=0.0)
+    row_ptrs = batch_head.to(tl.int64) * seqlen_q + rows
+    lse = _load_lse(Lse, row_ptrs, rows, seqlen_q)
+    delta = tl.load(Delta + row_ptrs, mask=rows < seqlen_q, other=0.0)
+
+    k_base = K + b.to(tl.int64) * stride_kb + h_kv * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + h_kv * stride_vh
+    alibi_slope = 0.0
+    if HAS_ALIBI:
+        alibi_slope = tl.load(Slopes + b * stride_slopes_b + h).to(tl.float32) * -1.4426950408889634
+    key_mask_row = KeyMask + b * stride_keymask_b
+    seg_row = SegIds + b * stride_seg_b
+
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    full, end = _causal_key_range(start_m, seqlen_q, seqlen_k, BLOCK_M, BLOCK_N, CAUSAL)
+    dq = _bwd_q_inner(
+        dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
+        start_m, 0, full, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
+        key_mask_row, seg_row, seed, batch_head, dropout_p,
+        CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
+        HEAD_DIM, BLOCK_N, BLOCK_D, DOT_PRECISION,
+    )
+    dq = _bwd_q_inner(
+        dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
+        start_m, full, end, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
+        key_mask_row, seg_row, seed, batch_head, dropout_p,
+        CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True,
+        HEAD_DIM, BLOCK_N, BLOCK_D, DOT_PRECISION,
+    )
+    dq = dq * (qk_scale * 0.6931471805599453)
+    tl.store(DQ + b.to(tl.int64) * stride_dqb + h * stride_dqh + rows[:, None] * stride_dqm
+             + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=q_mask)
+
+
+@triton.jit
+def _dropout_mask_kernel(Mask, num_heads, seqlen_q, seqlen_k, dropout_p, seed,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The kernels' keep-mask, written out as bool [B, H, Sq, Sk] (for tests and debugging)."""
+    batch_head = tl.program_id(2)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+    keep = _dropout_keep(seed, rows, cols, batch_head, dropout_p)
+    tl.store(Mask + (batch_head.to(tl.int64) * seqlen_q + rows) * seqlen_k + cols, keep,
+             mask=(rows < seqlen_q) & (cols < seqlen_k))
+
+
+# --------------------------------------------------------------------------------------------
+# Launch configurations
+# --------------------------------------------------------------------------------------------
+
+
+def _seqlen_bucket(seqlen_q: int, seqlen_k: int) -> int:
+    """Coarse length class for the autotuning key: short (<= 512), medium (<= 2048), long."""
+    longest = max(seqlen_q, seqlen_k)
+    return 0 if longest <= 512 else 1 if longest <= 2048 else 2
+
+
+def _fwd_configs():
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+        for bm, bn, w, s in [
+            (128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (128, 32, 4, 3),
+            (64, 64, 4, 3), (64, 32, 4, 2), (128, 128, 8, 2), (64, 64, 4, 4),
+        ]
+    ]
+
+
+def _bwd_configs():
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+        for bm, bn, w, s in [
+            (64, 128, 8, 3), (64, 128, 8, 2), (64, 64, 4, 3), (32, 128, 4, 3),
+            (64, 64, 8, 2), (32, 64, 4, 2), (128, 64, 8, 2), (128, 128, 8, 2),
+        ]
+    ]
+
+
+def _prune_configs(configs, named_args, **kwargs):
+    """Drop tiles that cannot fit in shared memory with this head dim, or that are far larger
+    than the sequences (a 128-row tile for a 16-token decode wastes the whole program)."""
+    head_block = kwargs["BLOCK_D"]
+    rows = triton.next_power_of_2(named_args["seqlen_q"])
+    cols = triton.next_power_of_2(named_args["seqlen_k"])
+    kept = []
+    for config in configs:
+        bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+        if head_block >= 256 and bm * bn > 64 * 64:
+            continue
+        if bm > max(rows, 32) or bn > max(cols, 32):
+            continue
+        kept.append(config)
+    return kept or configs[-1:]
+
+
+_TUNING_KEY = ["HEAD_DIM", "CAUSAL", "HAS_ALIBI", "HAS_DROPOUT", "seqlen_bucket", "kv_group"]
+_fwd_heuristics = triton.heuristics({"EVEN_M": lambda args: args["seqlen_q"] % args["BLOCK_M"] == 0})
+_fwd_launch = _fwd_heuristics(_fwd_kernel)
+if not INTERPRETER:
+    _fwd_launch = triton.autotune(_fwd_configs(), key=_TUNING_KEY,
+                                  prune_configs_by={"early_config_prune": _prune_configs})(_fwd_launch)
+    _bwd_kv_launch = triton.autotune(_bwd_configs(), key=_TUNING_KEY,
+                                     prune_configs_by={"early_config_prune": _prune_configs})(_bwd_kv_kernel)
+    _bwd_q_launch = triton.autotune(_fwd_configs(), key=_TUNING_KEY,
+                                    prune_configs_by={"early_config_prune": _prune_configs})(_bwd_q_kernel)
+    _INTERPRETER_BLOCKS = {}
+else:
+    _bwd_kv_launch, _bwd_q_launch = _bwd_kv_kernel, _bwd_q_kernel
+    # The interpreter runs one config, not a tuning sweep; unequal tiles keep the index
+    # arithmetic honest in tests.
+    _INTERPRETER_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 16}
+_BWD_KV_INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 32} if INTERPRETER else {}
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------
+
+
+def _alloc(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Every buffer the kernels write (tests poison it to prove each element gets written)."""
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _head_block(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def _bsh_strides(x: torch.Tensor) -> tuple[int, int, int]:
+    """Batch, sequence and head strides of a [B, S, H, D] tensor whose last stride is 1."""
+    return x.stride(0), x.stride(1), x.stride(2)
+
+
+def _optional_args(q, alibi_slopes, key_mask, segment_ids):
+    """Pointers and batch strides of the optional inputs (an absent one points at q, unread)."""
+    slopes_stride = 0 if alibi_slopes is None or alibi_slopes.dim() == 1 else alibi_slopes.stride(0)
+    return (
+        (q if alibi_slopes is None else alibi_slopes,
+         q if key_mask is None else key_mask,
+         q if segment_ids is None else segment_ids),
+        (slopes_stride,
+         0 if key_mask is None else key_mask.stride(0),
+         0 if segment_ids is None else segment_ids.stride(0)),
+    )
+
+
+def _common_meta(q, k, causal, alibi_slopes, key_mask, segment_ids, dropout_p):
+    head_dim = q.shape[-1]
+    return dict(
+        CAUSAL=causal, HAS_ALIBI=alibi_slopes is not None, HAS_KEY_MASK=key_mask is not None,
+        HAS_SEGMENTS=segment_ids is not None, HAS_DROPOUT=dropout_p > 0.0,
+        HEAD_DIM=head_dim, BLOCK_D=_head_block(head_dim),
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+    )
+
+
+def _forward(q, k, v, alibi_slopes, key_mask, segment_ids, causal, softmax_scale, dropout_p, seed):
+    batch, seqlen_q, num_heads, _ = q.shape
+    seqlen_k, num_kv_heads = k.shape[1], k.shape[2]
+    out = _alloc(q.shape, q.dtype, q.device)
+    lse = _alloc((batch, num_heads, seqlen_q), torch.float32, q.device)
+    pointers, strides = _optional_args(q, alibi_slopes, key_mask, segment_ids)
+    grid = lambda meta: (triton.cdiv(seqlen_q, meta["BLOCK_M"]), batch * num_heads)  # noqa: E731
+    _fwd_launch[grid](
+        q, k, v, out, lse, *pointers,
+        *_bsh_strides(q), *_bsh_strides(k), *_bsh_strides(v), *_bsh_strides(out), *strides,
+        num_heads, num_heads // num_kv_heads, seqlen_q, seqlen_k, _seqlen_bucket(seqlen_q, seqlen_k),
+        softmax_scale * LOG2E, dropout_p, seed,
+        **_common_meta(q, k, causal, alibi_slopes, key_mask, segment_ids, dropout_p),
+        **_INTERPRETER_BLOCKS,
+    )
+    return out, lse
+
+
+def _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, key_mask, segment_ids, causal,
+              softmax_scale, dropout_p, seed):
+    batch, seqlen_q, num_heads, head_dim = q.shape
+    seqlen_k, num_kv_heads = k.shape[1], k.shape[2]
+    if dout.stride(-1) != 1:
+        dout = dout.contiguous()
+    delta = _alloc(lse.shape, torch.float32, lse.device)
+    delta_rows = 64
+    _bwd_delta_kernel[(triton.cdiv(seqlen_q, delta_rows), batch * num_heads)](
+        out, dout, lse if dlse is None else dlse, delta,
+        *_bsh_strides(out), *_bsh_strides(dout), num_heads, seqlen_q,
+        HAS_DLSE=dlse is not None, HEAD_DIM=head_dim, BLOCK_D=_head_block(head_dim),
+        BLOCK_M=delta_rows,
+    )
+
+    dq = _alloc(q.shape, q.dtype, q.device)
+    dk = _alloc(k.shape, k.dtype, k.device)
+    dv = _alloc(v.shape, v.dtype, v.device)
+    pointers, strides = _optional_args(q, alibi_slopes, key_mask, segment_ids)
+    meta = _common_meta(q, k, causal, alibi_slopes, key_mask, segment_ids, dropout_p)
+    scalars = (num_heads, num_heads // num_kv_heads, seqlen_q, seqlen_k,
+               _seqlen_bucket(seqlen_q, seqlen_k), softmax_scale * LOG2E, dropout_p, seed)
+
+    kv_grid = lambda m: (triton.cdiv(seqlen_k, m["BLOCK_N"]), batch * num_kv_heads)  # noqa: E731
+    _bwd_kv_launch[kv_grid](
+        q, k, v, dout, lse, delta, dk, dv, *pointers,
+        *_bsh_strides(q), *_bsh_strides(k), *_bsh_strides(v), *_bsh_strides(dout),
+        *_bsh_strides(dk), *_bsh_strides(dv), *strides, *scalars,
+        **meta, **_BWD_KV_INTERPRETER_BLOCKS,
+    )
+    q_grid = lambda m: (triton.cdiv(seqlen_q, m["BLOCK_M"]), batch * num_heads)  # noqa: E731
+    _bwd_q_launch[q_grid](
+        q, k, v, dout, lse, delta, dq, *pointers,
+        *_bsh_strides(q), *_bsh_strides(k), *_bsh_strides(v), *_bsh_strides(dout),
+        *_bsh_strides(dq), *strides, *scalars,
+        **meta, **_INTERPRETER_BLOCKS,
+    )
+    return dq, dk, dv
+
+
+# --------------------------------------------------------------------------------------------
+# Custom ops (torch.compile traces through them) and autograd
+# --------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("megatron_lite::flash_attn_forward", mutates_args=())
+def flash_attn_forward_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    alibi_slopes: Optional[torch.Tensor], key_mask: Optional[torch.Tensor],
+    segment_ids: Optional[torch.Tensor],
+    causal: bool, softmax_scale: float, dropout_p: float, dropout_seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """out [B, Sq, Hq, D] and lse float32 [B, Hq, Sq] of checked, normalised inputs."""
+    return _forward(q, k, v, alibi_slopes, key_mask, segment_ids, causal, softmax_scale,
+                    dropout_p, dropout_seed)
+
+
+@flash_attn_forward_op.register_fake
+def _(q, k, v, alibi_slopes, key_mask, segment_ids, causal, softmax_scale, dropout_p, dropout_seed):
+    batch, seqlen_q, num_heads, _ = q.shape
+    return (torch.empty(q.shape, dtype=q.dtype, device=q.device),
+            q.new_empty((batch, num_heads, seqlen_q), dtype=torch.float32))
+
+
+@torch.library.custom_op("megatron_lite::flash_attn_backward", mutates_args=())
+def flash_attn_backward_op(
+    dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    out: torch.Tensor, lse: torch.Tensor, dlse: Optional[torch.Tensor],
+    alibi_slopes: Optional[torch.Tensor], key_mask: Optional[torch.Tensor],
+    segment_ids: Optional[torch.Tensor],
+    causal: bool, softmax_scale: float, dropout_p: float, dropout_seed: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dq, dk, dv (dk and dv summed over each GQA group)."""
+    return _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, key_mask, segment_ids, causal,
+                     softmax_scale, dropout_p, dropout_seed)
+
+
+@flash_attn_backward_op.register_fake
+def _(dout, q, k, v, out, lse, dlse, alibi_slopes, key_mask, segment_ids, causal, softmax_scale,
+      dropout_p, dropout_seed):
+    return (torch.empty(q.shape, dtype=q.dtype, device=q.device),
+            torch.empty(k.shape, dtype=k.dtype, device=k.device),
+            torch.empty(v.shape, dtype=v.dtype, device=v.device))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, alibi_slopes, key_mask, segment_ids, causal, softmax_scale, dropout_p, seed = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, alibi_slopes, key_mask, segment_ids)
+    ctx.options = (causal, softmax_scale, dropout_p, seed)
+
+
+def _backward_autograd(ctx, dout, dlse):
+    q, k, v, out, lse, alibi_slopes, key_mask, segment_ids = ctx.saved_tensors
+    if dout is None:
+        dout = torch.zeros_like(out)
+    dq, dk, dv = flash_attn_backward_op(dout, q, k, v, out, lse, dlse, alibi_slopes, key_mask,
+                                        segment_ids, *ctx.options)
+    return dq, dk, dv, None, None, None, None, None, None, None
+
+
+flash_attn_forward_op.register_autograd(_backward_autograd, setup_context=_setup_context)
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+def _check_inputs(q, k, v, alibi_slopes, key_padding_mask, segment_ids, dropout_p):
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"flash_attn_func: {name} must be a 4-D tensor [B, S, H, D], got {shape}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"flash_attn_func: q, k, v must be on one device, got {q.device}, "
+                         f"{k.device}, {v.device}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"flash_attn_func: q, k, v must share one dtype, got {q.dtype}, "
+                         f"{k.dtype}, {v.dtype}")
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"flash_attn_func: dtype {q.dtype} is not supported "
+                         "(float16, bfloat16 or float32)")
+    batch, seqlen_q, heads_q, head_dim = q.shape
+    _, seqlen_k, heads_kv, _ = k.shape
+    if k.shape != v.shape:
+        raise ValueError(f"flash_attn_func: k {tuple(k.shape)} and v {tuple(v.shape)} must have "
+                         "the same shape")
+    if k.shape[0] != batch or k.shape[3] != head_dim:
+        raise ValueError(f"flash_attn_func: q {tuple(q.shape)} and k {tuple(k.shape)} disagree in "
+                         "batch size or head dim")
+    if heads_kv == 0 or heads_q % heads_kv != 0:
+        raise ValueError(f"flash_attn_func: the query heads ({heads_q}) must be a multiple of the "
+                         f"key/value heads ({heads_kv})")
+    if not 1 <= head_dim <= MAX_HEAD_DIM:
+        raise ValueError(f"flash_attn_func: head dim {head_dim} is out of range "
+                         f"(1 to {MAX_HEAD_DIM})")
+    if seqlen_q == 0 or seqlen_k == 0:
+        raise ValueError(f"flash_attn_func: empty sequence (Sq={seqlen_q}, Sk={seqlen_k})")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"flash_attn_func: dropout_p must be in [0, 1), got {dropout_p}")
+    if alibi_slopes is not None:
+        if alibi_slopes.shape not in ((heads_q,), (batch, heads_q)):
+            raise ValueError(f"flash_attn_func: alibi_slopes must have shape [{heads_q}] or "
+                             f"[{batch}, {heads_q}], got {tuple(alibi_slopes.shape)}")
+        if alibi_slopes.device != q.device:
+            raise ValueError(f"flash_attn_func: alibi_slopes is on {alibi_slopes.device}, q on {q.device}")
+        if alibi_slopes.requires_grad:
+            raise ValueError("flash_attn_func: alibi_slopes requires grad, but the kernel gives "
+                             "ALiBi slopes no gradient; pass fixed slopes (detach them)")
+    if key_padding_mask is not None:
+        lengths = key_padding_mask.dtype != torch.bool
+        expected = (batch,) if lengths else (batch, seqlen_k)
+        if tuple(key_padding_mask.shape) != expected or (lengths and key_padding_mask.is_floating_point()):
+            raise ValueError(
+                "flash_attn_func: key_padding_mask must be bool [B, Sk] = "
+                f"[{batch}, {seqlen_k}] (True = real key) or integer key lengths [{batch}], got "
+                f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}")
+        if key_padding_mask.device != q.device:
+            raise ValueError(f"flash_attn_func: key_padding_mask is on {key_padding_mask.device}, "
+                             f"q on {q.device}")
+    if segment_ids is not None:
+        if seqlen_q != seqlen_k or tuple(segment_ids.shape) != (batch, seqlen_q):
+            raise ValueError(
+                "flash_attn_func: segment_ids are for self-attention and must have shape "
+                f"[B, S] = [{batch}, {seqlen_q}] with Sq == Sk, got {tuple(segment_ids.shape)} "
+                f"for Sq={seqlen_q}, Sk={seqlen_k}")
+        if segment_ids.is_floating_point() or segment_ids.dtype == torch.bool:
+            raise ValueError(f"flash_attn_func: segment_ids must be integers, got {segment_ids.dtype}")
+        if segment_ids.device != q.device:
+            raise ValueError(f"flash_attn_func: segment_ids is on {segment_ids.device}, q on {q.device}")
+    if not flash_attention_supported(q.device):
+        raise FlashAttentionUnavailable(
+            f"flash_attn_func: the Triton kernel needs a CUDA device, got tensors on {q.device} "
+            "(set TRITON_INTERPRET=1 before importing kernels to run it on the CPU, slowly)")
+
+
+def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def flash_attn_func(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    softmax_scale: float | None = None,
+    dropout_p: float = 0.0,
+    alibi_slopes: torch.Tensor | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | None = None,
+    return_lse: bool = False,
+    dropout_seed: int | None = None,
+):
+    """Softmax(q k^T * scale + bias, masked) v, computed by the Triton kernels.
+
+    q [B, Sq, Hq, D]; k, v [B, Sk, Hkv, D]. Returns out [B, Sq, Hq, D] (q's dtype), and with
+    return_lse also the log-sum-exp float32 [B, Hq, Sq] (differentiable). See the module doc
+    and `kernels.attention_reference` for the exact semantics. Without `dropout_seed`, a seed is
+    drawn from torch's default generator, so `torch.manual_seed` makes dropout reproducible.
+    """
+    _check_inputs(q, k, v, alibi_slopes, key_padding_mask, segment_ids, dropout_p)
+    batch, seqlen_q, _, head_dim = q.shape
+    seqlen_k = k.shape[1]
+    if softmax_scale is None:
+        softmax_scale = 1.0 / math.sqrt(head_dim)
+    if dropout_p > 0.0 and dropout_seed is None:
+        dropout_seed = int(torch.randint(0, 2**62, (1,), dtype=torch.int64).item())
+
+    key_mask = None
+    if key_padding_mask is not None:
+        if key_padding_mask.dtype != torch.bool:
+            positions = torch.arange(seqlen_k, device=q.device)
+            key_padding_mask = positions[None, :] < key_padding_mask[:, None]
+        key_mask = key_padding_mask.contiguous().view(torch.uint8)  # (B, Sk)
+    if segment_ids is not None:
+        segment_ids = segment_ids.to(torch.int32).contiguous()  # (B, S)
+    if alibi_slopes is not None:
+        alibi_slopes = alibi_slopes.to(torch.float32).contiguous()
+
+    out, lse = flash_attn_forward_op(
+        _last_dim_contiguous(q), _last_dim_contiguous(k), _last_dim_contiguous(v),
+        alibi_slopes, key_mask, segment_ids,
+        bool(causal), float(softmax_scale), float(dropout_p), int(dropout_seed or 0),
+    )
+    return (out, lse) if return_lse else out
+
+
+def dropout_keep_mask(batch: int, num_heads: int, seqlen_q: int, seqlen_k: int, dropout_p: float,
+                      dropout_seed: int, device: torch.device | str) -> torch.Tensor:
+    """bool [B, Hq, Sq, Sk]: the keep-mask that `flash_attn_func` uses with this seed."""
+    if not flash_attention_supported(device):
+        raise FlashAttentionUnavailable(f"dropout_keep_mask: the Triton kernel cannot run on {device}")
+    mask = _alloc((batch, num_heads, seqlen_q, seqlen_k), torch.bool, torch.device(device))
+    block = 32
+    grid = (triton.cdiv(seqlen_q, block), triton.cdiv(seqlen_k, block), batch * num_heads)
+    _dropout_mask_kernel[grid](mask, num_heads, seqlen_q, seqlen_k, float(dropout_p),
+                               int(dropout_seed), BLOCK_M=block, BLOCK_N=block)
+    return mask

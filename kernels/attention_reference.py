@@ -87,7 +87,8 @@ def attention_reference(
     """Attention by the book. Matmuls run in the inputs' dtype, the softmax in float32 (float64
     for float64 inputs). Without an explicit `dropout_mask`, dropout draws from torch's RNG.
 
-    Returns out [B, Sq, Hq, D], and with return_lse also lse float32 [B, Hq, Sq].
+    Returns out [B, Sq, Hq, D], and with return_lse also lse [B, Hq, Sq] (float32; float64 for
+    float64 inputs).
     """
     batch, seqlen_q, heads_q, head_dim = q.shape
     seqlen_k, heads_kv = k.shape[1], k.shape[2]
@@ -123,5 +124,5 @@ def attention_reference(
 
     out = torch.matmul(probs.to(v.dtype), vh).transpose(1, 2)  # (B, Sq, Hq, D)
     if return_lse:
-        return out, lse.to(torch.float32)
+        return out, lse
     return out

@@ -1,0 +1,73 @@
+"""The accuracy rule for the attention kernel, shared by the CPU (interpreter) and GPU tests.
+
+Each of out, lse, dq, dk, dv is compared with a float64 reference; the kernel's error may be at
+most twice the error of plain PyTorch attention run in the same low precision, plus an absolute
+tolerance of the dtype's rounding at the reference's magnitude (the flash-attention rule).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.attention_reference import attention_reference
+from kernels.flash_attention import flash_attn_func
+
+
+def _attention_with_grads(fn, q, k, v, dout, dlse, **options):
+    q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
+    out, lse = fn(q, k, v, return_lse=True, **options)
+    loss = (out.double() * dout.double()).sum()
+    if dlse is not None:
+        finite = torch.isfinite(lse)
+        loss = loss + (torch.where(finite, lse, 0.0).double() * dlse.double()).sum()
+    loss.backward()
+    return {"out": out.detach(), "lse": lse.detach(), "dq": q.grad, "dk": k.grad, "dv": v.grad}
+
+
+def _max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    actual, expected = actual.double(), expected.double()
+    same_inf = torch.isinf(actual) & torch.isinf(expected) & (actual.sign() == expected.sign())
+    diff = torch.where(same_inf, 0.0, (actual - expected).abs())
+    return float(diff.nan_to_num(nan=float("inf")).max()) if diff.numel() else 0.0
+
+
+def check_flash_attention(q, k, v, *, dlse_weight: float = 0.0, dropout_mask=None,
+                          error_factor: float = 2.0, **options) -> dict[str, tuple[float, float]]:
+    """Run the kernel, PyTorch in the same dtype and a float64 reference; assert the rule.
+
+    `options` go to both implementations (dropout needs `dropout_seed` for the kernel and the
+    matching `dropout_mask` for the references). Returns {name: (kernel error, torch error)}.
+    """
+    generator = torch.Generator(device=q.device).manual_seed(1234)
+    dout = torch.randn(q.shape, generator=generator, device=q.device, dtype=q.dtype)
+    dlse = None
+    if dlse_weight:
+        shape = (q.shape[0], q.shape[2], q.shape[1])
+        dlse = dlse_weight * torch.randn(shape, generator=generator, device=q.device)
+
+    kernel_options = dict(options)
+    reference_options = {key: val for key, val in options.items() if key != "dropout_seed"}
+    if dropout_mask is not None:
+        reference_options["dropout_mask"] = dropout_mask
+
+    ours = _attention_with_grads(flash_attn_func, q, k, v, dout, dlse, **kernel_options)
+    same_dtype = _attention_with_grads(attention_reference, q, k, v, dout, dlse, **reference_options)
+    exact = _attention_with_grads(attention_reference, q.double(), k.double(), v.double(), dout,
+                                  dlse, **reference_options)
+
+    eps = torch.finfo(q.dtype).eps
+    report = {}
+    for name, expected in exact.items():
+        assert ours[name].shape == expected.shape, f"{name}: shape {ours[name].shape} != {expected.shape}"
+        assert not torch.isnan(ours[name]).any(), f"{name}: NaN in the kernel's result"
+        ours_err = _max_error(ours[name], expected)
+        torch_err = _max_error(same_dtype[name], expected)
+        finite = expected[torch.isfinite(expected)]
+        magnitude = float(finite.abs().max()) if finite.numel() else 0.0
+        atol = 2 * eps * max(magnitude, 1.0)
+        assert ours_err <= error_factor * torch_err + atol, (
+            f"{name}: kernel error {ours_err:.3e} > {error_factor} x torch error {torch_err:.3e} "
+            f"+ {atol:.1e} (dtype {q.dtype}, q {tuple(q.shape)}, k {tuple(k.shape)}, "
+            f"options {sorted(options)})")
+        report[name] = (ours_err, torch_err)
+    return report

@@ -1,0 +1,273 @@
+"""The Triton FlashAttention kernel against a float64 reference (interpreter on a CPU, compiled on
+a GPU): output, lse and every gradient, over masks, biases, shapes, dtypes and layouts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kernels.flash_attention as fa
+from kernels.attention_reference import attention_reference
+from kernels.flash_attention import dropout_keep_mask, flash_attn_func
+from tests.kernels.attention_checks import check_flash_attention
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def randn(*shape, dtype=torch.float32, seed=0):
+    generator = torch.Generator(device=DEVICE).manual_seed(seed)
+    return torch.randn(shape, generator=generator, device=DEVICE, dtype=dtype)
+
+
+def qkv(batch, seqlen_q, seqlen_k, heads_q, heads_kv, head_dim, dtype=torch.float32, seed=0):
+    return (randn(batch, seqlen_q, heads_q, head_dim, dtype=dtype, seed=seed),
+            randn(batch, seqlen_k, heads_kv, head_dim, dtype=dtype, seed=seed + 1),
+            randn(batch, seqlen_k, heads_kv, head_dim, dtype=dtype, seed=seed + 2))
+
+
+@pytest.fixture
+def poisoned_outputs(monkeypatch):
+    """Every buffer the kernels write starts as NaN, so an element they miss fails the test."""
+    def poisoned(shape, dtype, device):
+        buffer = torch.empty(shape, dtype=dtype, device=device)
+        return buffer.fill_(True) if dtype == torch.bool else buffer.fill_(float("nan"))
+    monkeypatch.setattr(fa, "_alloc", poisoned)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("seqlen_q,seqlen_k", [(1, 1), (17, 17), (100, 100), (129, 129),
+                                               (1, 129), (17, 100), (129, 17)])
+def test_lengths_off_the_block_grid(poisoned_outputs, seqlen_q, seqlen_k, causal, dtype):
+    q, k, v = qkv(1, seqlen_q, seqlen_k, 2, 2, 32, dtype=dtype)
+    check_flash_attention(q, k, v, causal=causal)
+
+
+@pytest.mark.parametrize("head_dim", [16, 24, 64, 80, 128, 256])
+def test_head_dims(poisoned_outputs, head_dim):
+    q, k, v = qkv(1, 40, 33, 2, 1, head_dim, dtype=torch.float16)
+    check_flash_attention(q, k, v, causal=True)
+
+
+@pytest.mark.parametrize("heads_q,heads_kv", [(4, 2), (6, 1)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_grouped_and_multi_query(poisoned_outputs, heads_q, heads_kv, causal):
+    q, k, v = qkv(2, 45, 70, heads_q, heads_kv, 32)
+    report = check_flash_attention(q, k, v, causal=causal)
+    assert report["dk"][0] < 1e-4  # dk/dv summed over the group, not taken from one head
+
+
+def test_softmax_scale_and_lse_gradient(poisoned_outputs):
+    q, k, v = qkv(2, 50, 50, 2, 2, 32)
+    check_flash_attention(q, k, v, causal=True, softmax_scale=0.3, dlse_weight=0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_key_padding_with_fully_padded_rows(poisoned_outputs, dtype):
+    q, k, v = qkv(3, 33, 40, 2, 2, 32, dtype=dtype)
+    real = torch.ones(3, 40, dtype=torch.bool, device=DEVICE)
+    real[0, 25:] = False  # right padding
+    real[1, ::3] = False  # arbitrary holes
+    real[2, :] = False  # a sequence with no real key: its rows must be zeros, never NaN
+    check_flash_attention(q, k, v, key_padding_mask=real, dlse_weight=0.5)
+
+    out = flash_attn_func(q, k, v, key_padding_mask=real)
+    assert torch.equal(out[2], torch.zeros_like(out[2]))
+
+
+def test_key_lengths_equal_the_boolean_mask():
+    q, k, v = qkv(2, 20, 30, 2, 2, 16)
+    lengths = torch.tensor([30, 7], device=DEVICE)
+    mask = torch.arange(30, device=DEVICE)[None, :] < lengths[:, None]
+    check_flash_attention(q, k, v, key_padding_mask=lengths, causal=True)
+    assert torch.equal(flash_attn_func(q, k, v, key_padding_mask=lengths),
+                       flash_attn_func(q, k, v, key_padding_mask=mask))
+
+
+def test_causal_rows_before_the_first_key_are_zero(poisoned_outputs):
+    # Sq > Sk, bottom-right aligned: the first Sq - Sk query rows see no key at all.
+    q, k, v = qkv(1, 50, 20, 2, 2, 32)
+    check_flash_attention(q, k, v, causal=True, dlse_weight=0.5)
+    out, lse = flash_attn_func(q, k, v, causal=True, return_lse=True)
+    assert torch.equal(out[:, :30], torch.zeros_like(out[:, :30]))
+    assert torch.isneginf(lse[:, :, :30]).all() and torch.isfinite(lse[:, :, 30:]).all()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_packed_documents(poisoned_outputs, causal):
+    q, k, v = qkv(2, 70, 70, 4, 2, 32)
+    segments = torch.tensor([[0] * 10 + [1] * 37 + [2] * 23, [5] * 70], device=DEVICE)
+    check_flash_attention(q, k, v, causal=causal, segment_ids=segments)
+
+
+def test_packed_documents_equal_separate_documents():
+    q, k, v = qkv(1, 60, 60, 2, 2, 16)
+    bounds = [0, 13, 41, 60]
+    segments = torch.repeat_interleave(torch.arange(3), torch.tensor([13, 28, 19]))[None].to(DEVICE)
+    packed = flash_attn_func(q, k, v, causal=True, segment_ids=segments)
+    for start, end in zip(bounds, bounds[1:]):
+        alone = flash_attn_func(q[:, start:end], k[:, start:end], v[:, start:end], causal=True)
+        torch.testing.assert_close(packed[:, start:end], alone, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("per_batch_slopes", [False, True])
+def test_alibi(poisoned_outputs, causal, per_batch_slopes):
+    heads = 4
+    q, k, v = qkv(2, 37, 52, heads, 2, 32)
+    slopes = torch.tensor([2 ** (-8 * (h + 1) / heads) for h in range(heads)], device=DEVICE)
+    if per_batch_slopes:
+        slopes = torch.stack([slopes, slopes.flip(0)])
+    check_flash_attention(q, k, v, causal=causal, alibi_slopes=slopes)
+
+
+def test_dropout_matches_reference_given_the_kernels_mask(poisoned_outputs):
+    q, k, v = qkv(2, 33, 47, 4, 2, 32)
+    mask = dropout_keep_mask(2, 4, 33, 47, 0.25, dropout_seed=77, device=DEVICE)
+    check_flash_attention(q, k, v, causal=True, dropout_p=0.25, dropout_seed=77, dropout_mask=mask)
+
+
+def test_dropout_keep_rate_and_seeds():
+    p = 0.3
+    mask = dropout_keep_mask(2, 3, 64, 96, p, dropout_seed=5, device=DEVICE)
+    keep = mask.double().mean().item()
+    n = mask.numel()
+    assert abs(keep - (1 - p)) < 4 * math.sqrt(p * (1 - p) / n)  # a 4-sigma binomial band
+    # no structure along rows, columns or heads
+    assert mask.double().mean(dim=(0, 1, 3)).std() < 0.1
+    assert mask.double().mean(dim=(0, 1, 2)).std() < 0.1
+    assert not torch.equal(mask[0, 0], mask[0, 1])
+
+    q, k, v = qkv(1, 30, 30, 2, 2, 16)
+    first = flash_attn_func(q, k, v, dropout_p=p, dropout_seed=9)
+    assert torch.equal(first, flash_attn_func(q, k, v, dropout_p=p, dropout_seed=9))
+    assert not torch.equal(first, flash_attn_func(q, k, v, dropout_p=p, dropout_seed=10))
+    torch.manual_seed(3)
+    drawn = flash_attn_func(q, k, v, dropout_p=p)
+    torch.manual_seed(3)
+    assert torch.equal(drawn, flash_attn_func(q, k, v, dropout_p=p))
+
+
+def test_views_of_a_fused_qkv_projection(poisoned_outputs):
+    batch, seqlen, heads, head_dim = 2, 41, 4, 32
+    fused = randn(batch, seqlen, 3, heads, head_dim)  # one projection's output, q/k/v as views
+    q, k, v = fused.unbind(dim=2)
+    assert not q.is_contiguous()
+    check_flash_attention(q, k, v, causal=True)
+    heads_first = randn(batch, heads, seqlen, head_dim).transpose(1, 2)  # [B, S, H, D] view
+    check_flash_attention(heads_first, k, v)
+
+
+def test_views_are_read_in_place(monkeypatch):
+    fused = randn(1, 20, 3, 2, 16)
+    q, k, v = fused.unbind(dim=2)
+    seen = {}
+    real_forward = fa._forward
+
+    def spy(q_in, k_in, v_in, *args):
+        seen["ptrs"] = (q_in.data_ptr(), k_in.data_ptr(), v_in.data_ptr())
+        return real_forward(q_in, k_in, v_in, *args)
+
+    monkeypatch.setattr(fa, "_forward", spy)
+    flash_attn_func(q, k, v)
+    assert seen["ptrs"] == (q.data_ptr(), k.data_ptr(), v.data_ptr())
+
+
+def test_torch_compile_traces_the_custom_op():
+    q, k, v = qkv(1, 24, 24, 2, 1, 16)
+
+    def attention(q, k, v):
+        return flash_attn_func(q, k, v, causal=True, dropout_p=0.1, dropout_seed=3)
+
+    compiled = torch.compile(attention, backend="aot_eager", fullgraph=True)
+    q.requires_grad_()
+    expected = attention(q, k, v)
+    torch.testing.assert_close(compiled(q, k, v), expected, rtol=0, atol=0)
+    (grad_q,) = torch.autograd.grad(compiled(q, k, v).sum(), q)
+    torch.testing.assert_close(grad_q, torch.autograd.grad(expected.sum(), q)[0], rtol=0, atol=0)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(
+    batch=st.integers(1, 2), seqlen_q=st.integers(1, 70), seqlen_k=st.integers(1, 70),
+    heads_kv=st.integers(1, 2), group=st.sampled_from([1, 3]),
+    head_dim=st.sampled_from([16, 24, 40, 64]), causal=st.booleans(), alibi=st.booleans(),
+    padded=st.booleans(), dtype=st.sampled_from([torch.float32, torch.float16]),
+)
+def test_property_any_shape_and_options(batch, seqlen_q, seqlen_k, heads_kv, group, head_dim,
+                                        causal, alibi, padded, dtype):
+    heads_q = heads_kv * group
+    q, k, v = qkv(batch, seqlen_q, seqlen_k, heads_q, heads_kv, head_dim, dtype=dtype)
+    options = {"causal": causal}
+    if alibi:
+        options["alibi_slopes"] = torch.linspace(0.05, 1.0, heads_q, device=DEVICE)
+    if padded:
+        options["key_padding_mask"] = torch.randint(0, seqlen_k + 1, (batch,), device=DEVICE)
+    check_flash_attention(q, k, v, **options)
+
+
+# ------------------------------------------------------------------------------------------
+# Bad input
+# ------------------------------------------------------------------------------------------
+
+
+def _bad_input_cases():
+    q, k, v = qkv(2, 8, 10, 4, 2, 16)
+    return [
+        ("3-D q", (q[0], k, v), {}, "q must be a 4-D tensor"),
+        ("dtype mix", (q, k.half(), v), {}, "share one dtype"),
+        ("int dtype", (q.long(), k.long(), v.long()), {}, "not supported"),
+        ("k/v shapes", (q, k, v[:, :5]), {}, "same shape"),
+        ("head dim", (q, k[..., :8], v[..., :8]), {}, "head dim"),
+        ("batch", (q, k[:1], v[:1]), {}, "batch size"),
+        ("groups", (randn(2, 8, 3, 16), k, v), {}, "multiple of the key/value heads"),
+        ("head dim range", qkv(1, 4, 4, 1, 1, 264), {}, "out of range"),
+        ("slopes", (q, k, v), {"alibi_slopes": torch.ones(3, device=DEVICE)}, "alibi_slopes must"),
+        ("mask shape", (q, k, v), {"key_padding_mask": torch.ones(2, 9, dtype=torch.bool,
+                                                                   device=DEVICE)}, "key_padding_mask"),
+        ("segments", (q, k, v), {"segment_ids": torch.zeros(2, 8, dtype=torch.long,
+                                                            device=DEVICE)}, "segment_ids"),
+        ("dropout", (q, k, v), {"dropout_p": 1.0}, "dropout_p"),
+    ]
+
+
+@pytest.mark.parametrize("case", _bad_input_cases(), ids=lambda case: case[0])
+def test_bad_input_names_the_problem(case):
+    _, args, options, message = case
+    with pytest.raises(ValueError, match=message):
+        flash_attn_func(*args, **options)
+
+
+def test_learned_alibi_slopes_are_refused():
+    q, k, v = qkv(1, 4, 4, 2, 2, 16)
+    with pytest.raises(ValueError, match="requires grad"):
+        flash_attn_func(q, k, v, alibi_slopes=torch.ones(2, device=DEVICE, requires_grad=True))
+
+
+def test_mixed_devices_are_refused():
+    q, k, v = qkv(1, 4, 4, 2, 2, 16)
+    with pytest.raises(ValueError, match="one device"):
+        flash_attn_func(q, k.to("meta"), v)
+
+
+def test_cpu_without_interpreter_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(fa, "INTERPRETER", False)
+    q, k, v = (torch.randn(1, 4, 2, 16) for _ in range(3))
+    with pytest.raises(fa.FlashAttentionUnavailable, match="TRITON_INTERPRET=1"):
+        flash_attn_func(q, k, v)
+
+
+def test_reference_is_the_textbook_formula():
+    # The reference itself, once, against causal ALiBi attention written out by hand.
+    q, k, v = (x.double() for x in qkv(1, 3, 4, 1, 1, 8))
+    rows = torch.arange(3, device=DEVICE)[:, None] + 1  # bottom-right aligned query positions
+    cols = torch.arange(4, device=DEVICE)[None, :]
+    scores = (q[0, :, 0] @ k[0, :, 0].T) / math.sqrt(8) - 0.5 * (rows - cols).abs()
+    scores = scores.masked_fill(cols > rows, float("-inf"))
+    expected = torch.softmax(scores, dim=-1) @ v[0, :, 0]
+    got = attention_reference(q, k, v, causal=True, alibi_slopes=torch.tensor([0.5], device=DEVICE))
+    torch.testing.assert_close(got[0, :, 0], expected)

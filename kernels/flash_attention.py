@@ -528,64 +528,77 @@ def _dropout_mask_kernel(Mask, num_heads, seqlen_q, seqlen_k, dropout_p, seed,
 
 
 def _seqlen_bucket(seqlen_q: int, seqlen_k: int) -> int:
-    """Coarse length class for the autotuning key: short (<= 512), medium (<= 2048), long."""
+    """Length class for the autotuning key: 0 when either sequence is shorter than 64 (decode,
+    tiny inputs), then 1 up to 512, 2 up to 2048, 3 beyond."""
+    if min(seqlen_q, seqlen_k) < 64:
+        return 0
     longest = max(seqlen_q, seqlen_k)
-    return 0 if longest <= 512 else 1 if longest <= 2048 else 2
+    return 1 if longest <= 512 else 2 if longest <= 2048 else 3
 
 
-def _fwd_configs():
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-        for bm, bn, w, s in [
-            (128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (128, 32, 4, 3),
-            (64, 64, 4, 3), (64, 32, 4, 2), (128, 128, 8, 2), (64, 64, 4, 4),
-        ]
-    ]
+# Candidate tiles per head-dim class: (BLOCK_M, BLOCK_N, num_warps, num_stages). The forward and
+# the dq kernel walk keys for a block of queries; the dk/dv kernel walks queries for a block of
+# keys. Larger head dims need smaller tiles to fit in shared memory and registers.
+_ROW_MAJOR_TILES = {
+    64: [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3)],
+    128: [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 2)],
+    256: [(64, 64, 8, 2), (64, 32, 4, 2)],
+}
+_KEY_MAJOR_TILES = {
+    64: [(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3)],
+    128: [(64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 4, 3)],
+    256: [(32, 64, 4, 2), (64, 32, 4, 1)],
+}
+_SHORT_TILE = (32, 32, 4, 2)  # tiny problems (decode, short sequences): no tuning sweep
 
 
-def _bwd_configs():
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-        for bm, bn, w, s in [
-            (64, 128, 8, 3), (64, 128, 8, 2), (64, 64, 4, 3), (32, 128, 4, 3),
-            (64, 64, 8, 2), (32, 64, 4, 2), (128, 64, 8, 2), (128, 128, 8, 2),
-        ]
-    ]
+def _configs(tiles: dict) -> list:
+    unique = {tile for group in tiles.values() for tile in group} | {_SHORT_TILE}
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+            for bm, bn, w, s in sorted(unique)]
 
 
-def _prune_configs(configs, named_args, **kwargs):
-    """Drop tiles that cannot fit in shared memory with this head dim, or that are far larger
-    than the sequences (a 128-row tile for a 16-token decode wastes the whole program)."""
-    head_block = kwargs["BLOCK_D"]
-    rows = triton.next_power_of_2(named_args["seqlen_q"])
-    cols = triton.next_power_of_2(named_args["seqlen_k"])
-    kept = []
-    for config in configs:
-        bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
-        if head_block >= 256 and bm * bn > 64 * 64:
-            continue
-        if bm > max(rows, 32) or bn > max(cols, 32):
-            continue
-        kept.append(config)
-    return kept or configs[-1:]
+def _tile(config) -> tuple:
+    return (config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages)
+
+
+def _pruner(tiles: dict):
+    """early_config_prune: the tiles of this head dim's class, or the short tile alone for the
+    short length class (a 128-row tile would be mostly padding)."""
+    def prune(configs, named_args, **kwargs):
+        if named_args["seqlen_bucket"] == 0:
+            wanted = [_SHORT_TILE]
+        else:
+            wanted = tiles[min(c for c in tiles if c >= kwargs["BLOCK_D"])]
+        return [config for config in configs if _tile(config) in wanted]
+    return prune
+
+
+def _autotune(kernel, tiles: dict):
+    options = dict(key=_TUNING_KEY, prune_configs_by={"early_config_prune": _pruner(tiles)})
+    try:  # shorter timing runs per candidate (the `do_bench` hook is newer than some tritons)
+        return triton.autotune(_configs(tiles), **options, do_bench=_quick_bench)(kernel)
+    except TypeError:
+        return triton.autotune(_configs(tiles), **options)(kernel)
+
+
+def _quick_bench(fn, quantiles=None):
+    return triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles)
 
 
 _TUNING_KEY = ["HEAD_DIM", "CAUSAL", "HAS_ALIBI", "HAS_DROPOUT", "seqlen_bucket", "kv_group"]
 _fwd_heuristics = triton.heuristics({"EVEN_M": lambda args: args["seqlen_q"] % args["BLOCK_M"] == 0})
-_fwd_launch = _fwd_heuristics(_fwd_kernel)
-if not INTERPRETER:
-    _fwd_launch = triton.autotune(_fwd_configs(), key=_TUNING_KEY,
-                                  prune_configs_by={"early_config_prune": _prune_configs})(_fwd_launch)
-    _bwd_kv_launch = triton.autotune(_bwd_configs(), key=_TUNING_KEY,
-                                     prune_configs_by={"early_config_prune": _prune_configs})(_bwd_kv_kernel)
-    _bwd_q_launch = triton.autotune(_fwd_configs(), key=_TUNING_KEY,
-                                    prune_configs_by={"early_config_prune": _prune_configs})(_bwd_q_kernel)
-    _INTERPRETER_BLOCKS = {}
-else:
+if INTERPRETER:
+    _fwd_launch = _fwd_heuristics(_fwd_kernel)
     _bwd_kv_launch, _bwd_q_launch = _bwd_kv_kernel, _bwd_q_kernel
     # The interpreter runs one config, not a tuning sweep; unequal tiles keep the index
     # arithmetic honest in tests.
     _INTERPRETER_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 16}
+else:
+    _fwd_launch = _autotune(_fwd_heuristics(_fwd_kernel), _ROW_MAJOR_TILES)
+    _bwd_kv_launch = _autotune(_bwd_kv_kernel, _KEY_MAJOR_TILES)
+    _bwd_q_launch = _autotune(_bwd_q_kernel, _ROW_MAJOR_TILES)
+    _INTERPRETER_BLOCKS = {}
 _BWD_KV_INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 32} if INTERPRETER else {}
 
 

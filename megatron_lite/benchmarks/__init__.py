@@ -1,0 +1,1 @@
+"""Measurement code behind scripts/bench_*.py (GPU only)."""

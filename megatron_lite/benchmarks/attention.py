@@ -1,0 +1,173 @@
+"""Attention speed and memory on a GPU: our Triton kernel against torch SDPA (flash and cuDNN
+backends) and FlexAttention, side by side in one process.
+
+Every implementation gets its own native layout, contiguous: ours [B, S, H, D], the peers
+[B, H, S, D]. Times are medians of `triton.testing.do_bench`; TFLOP/s follow the FlashAttention
+convention (forward 4*B*H*Sq*Sk*D, halved when causal; backward 2.5x the forward).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from kernels.flash_attention import flash_attn_func
+
+Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    batch: int
+    heads: int
+    seqlen: int
+    head_dim: int
+    causal: bool
+
+    def flops(self, mode: str) -> float:
+        forward = 4 * self.batch * self.heads * self.seqlen**2 * self.head_dim
+        forward /= 2 if self.causal else 1
+        return forward * (1.0 if mode == "fwd" else 3.5)
+
+
+def alibi_slopes(heads: int, device) -> torch.Tensor:
+    """The geometric ALiBi slopes of Press et al. for a power-of-two head count."""
+    return torch.tensor([2 ** (-8 * (h + 1) / heads) for h in range(heads)], device=device)
+
+
+def _ours(shape: Shape, alibi: bool) -> tuple[Attention, bool]:
+    slopes = alibi_slopes(shape.heads, "cuda") if alibi else None
+
+    def run(q, k, v):
+        return flash_attn_func(q, k, v, causal=shape.causal, alibi_slopes=slopes)
+    return run, False
+
+
+def _sdpa(backend: SDPBackend) -> Callable[[Shape, bool], tuple[Attention, bool]]:
+    def build(shape: Shape, alibi: bool):
+        assert not alibi
+
+        def run(q, k, v):
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=shape.causal)
+        return run, True
+    return build
+
+
+_compiled_flex = None
+
+
+def _flex(shape: Shape, alibi: bool):
+    global _compiled_flex
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    if _compiled_flex is None:
+        torch._dynamo.config.cache_size_limit = 1024
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    block_mask = None
+    if shape.causal:
+        block_mask = create_block_mask(lambda b, h, q_idx, kv_idx: q_idx >= kv_idx, None, None,
+                                       shape.seqlen, shape.seqlen, device="cuda")
+    score_mod = None
+    if alibi:
+        slopes = alibi_slopes(shape.heads, "cuda")
+
+        def score_mod(score, b, h, q_idx, kv_idx):  # the same symmetric form as ours
+            return score - slopes[h] * (q_idx - kv_idx).abs()
+
+    def run(q, k, v):
+        return _compiled_flex(q, k, v, score_mod=score_mod, block_mask=block_mask)
+    return run, True
+
+
+PROVIDERS: dict[str, tuple[Callable[[Shape, bool], tuple[Attention, bool]], bool]] = {
+    # name: (builder, with ALiBi)
+    "ours": (_ours, False),
+    "ours_alibi": (_ours, True),
+    "sdpa_flash": (_sdpa(SDPBackend.FLASH_ATTENTION), False),
+    "sdpa_cudnn": (_sdpa(SDPBackend.CUDNN_ATTENTION), False),
+    "flex": (_flex, False),
+    "flex_alibi": (_flex, True),
+}
+
+
+def _inputs(shape: Shape, heads_first: bool, dtype: torch.dtype, seed: int = 0):
+    generator = torch.Generator(device="cuda").manual_seed(seed)
+    dims = ((shape.batch, shape.heads, shape.seqlen, shape.head_dim) if heads_first
+            else (shape.batch, shape.seqlen, shape.heads, shape.head_dim))
+    return [torch.randn(dims, device="cuda", dtype=dtype, generator=generator).requires_grad_()
+            for _ in range(3)]
+
+
+def time_attention(name: str, shape: Shape, mode: str, dtype=torch.bfloat16) -> float:
+    """Median milliseconds of one forward ("fwd") or forward + backward ("fwd_bwd")."""
+    from triton.testing import do_bench
+
+    builder, alibi = PROVIDERS[name]
+    run, heads_first = builder(shape, alibi)
+    q, k, v = _inputs(shape, heads_first, dtype)
+    if mode == "fwd":
+        with torch.no_grad():
+            return do_bench(lambda: run(q, k, v), warmup=25, rep=100, return_mode="median")
+    grad = torch.randn_like(run(q, k, v))
+    return do_bench(lambda: torch.autograd.grad(run(q, k, v), (q, k, v), grad),
+                    warmup=25, rep=100, return_mode="median")
+
+
+def agreement_with_sdpa(shape: Shape, dtype=torch.bfloat16) -> float:
+    """Max |ours - SDPA math in float32| over the output, a sanity check beside the timings."""
+    q, k, v = _inputs(shape, heads_first=False, dtype=dtype)
+    with torch.no_grad():
+        ours = flash_attn_func(q, k, v, causal=shape.causal)
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            peer = F.scaled_dot_product_attention(*(x.transpose(1, 2) for x in (q, k, v)),
+                                                  is_causal=shape.causal).transpose(1, 2)
+    return float((ours.float() - peer.float()).abs().max())
+
+
+def peak_memory_gib(name: str, shape: Shape, dtype=torch.bfloat16) -> float:
+    """Peak GPU memory of one forward + backward beyond q, k, v, their gradients and dout."""
+    builder, alibi = PROVIDERS[name]
+    run, heads_first = builder(shape, alibi)
+    q, k, v = _inputs(shape, heads_first, dtype)
+    grad = torch.randn_like(q)
+    grads = [torch.empty_like(x) for x in (q, k, v)]
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    out = run(q, k, v)
+    for buffer, computed in zip(grads, torch.autograd.grad(out, (q, k, v), grad)):
+        buffer.copy_(computed)
+    del out
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**30
+
+
+def matmul_tflops(size: int = 8192) -> float:
+    from triton.testing import do_bench
+
+    x, y = (torch.randn(size, size, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    ms = do_bench(lambda: x @ y, warmup=25, rep=100, return_mode="median")
+    return 2 * size**3 / ms / 1e9
+
+
+def shapes_at_fixed_tokens(tokens: int, hidden: int, seqlens, head_dims, causals):
+    for seqlen in seqlens:
+        for head_dim in head_dims:
+            for causal in causals:
+                yield Shape(max(1, tokens // seqlen), hidden // head_dim, seqlen, head_dim, causal)
+
+
+def tflops(shape: Shape, mode: str, ms: float) -> float:
+    return shape.flops(mode) / ms / 1e9
+
+
+def format_ratio(numerator: float, denominator: float) -> str:
+    if not (math.isfinite(numerator) and math.isfinite(denominator)) or denominator == 0:
+        return "n/a"
+    return f"{numerator / denominator:.2f}"

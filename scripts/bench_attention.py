@@ -1,0 +1,118 @@
+"""Attention TFLOP/s and peak memory: ours vs SDPA (flash, cuDNN) vs FlexAttention, one run.
+
+    python scripts/bench_attention.py --out bench.md
+    python scripts/bench_attention.py --seqlens 4096 --dims 128 --causal 1 --providers ours,sdpa_flash
+"""
+
+import argparse
+import json
+import sys
+import time
+import traceback
+
+import torch
+
+from megatron_lite.benchmarks.attention import (
+    PROVIDERS, Shape, agreement_with_sdpa, format_ratio, matmul_tflops, peak_memory_gib,
+    shapes_at_fixed_tokens, tflops, time_attention,
+)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=16384, help="B*N, held fixed")
+    parser.add_argument("--hidden", type=int, default=2048, help="heads = hidden / head dim")
+    parser.add_argument("--seqlens", default="1024,4096,16384")
+    parser.add_argument("--dims", default="64,128")
+    parser.add_argument("--causal", default="0,1")
+    parser.add_argument("--modes", default="fwd,fwd_bwd")
+    parser.add_argument("--providers", default=",".join(PROVIDERS))
+    parser.add_argument("--memory-seqlens", default="8192,32768,65536",
+                        help="peak memory of fwd+bwd at B=1, H=16, D=128, causal ('' to skip)")
+    parser.add_argument("--memory-providers", default="ours,sdpa_flash")
+    parser.add_argument("--out", default="", help="write the markdown tables here")
+    parser.add_argument("--json", default="", help="write every measurement here")
+    return parser.parse_args()
+
+
+def as_list(text, kind=str):
+    return [kind(item) for item in text.split(",") if item]
+
+
+def main():
+    args = parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench_attention.py needs a CUDA GPU")
+    providers = as_list(args.providers)
+    unknown = set(providers) - set(PROVIDERS)
+    if unknown:
+        sys.exit(f"unknown providers {sorted(unknown)}; choose from {sorted(PROVIDERS)}")
+    modes = as_list(args.modes)
+    records = []
+    lines = [f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+             f"triton {__import__('triton').__version__}, bf16; TFLOP/s (median)", ""]
+    header = "| N | D | causal | mode | " + " | ".join(providers) + " | ours / sdpa_flash | ours_alibi / ours |"
+    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+
+    shapes = shapes_at_fixed_tokens(args.tokens, args.hidden, as_list(args.seqlens, int),
+                                    as_list(args.dims, int), [bool(int(c)) for c in as_list(args.causal)])
+    for shape in shapes:
+        if "ours" in providers:
+            error = agreement_with_sdpa(shape)
+            records.append({"shape": vars(shape), "max_abs_diff_vs_sdpa_flash": error})
+            print(f"{shape}: max |ours - sdpa_flash| = {error:.2e}", flush=True)
+        for mode in modes:
+            speed = {}
+            for name in providers:
+                started = time.time()
+                try:
+                    ms = time_attention(name, shape, mode)
+                    speed[name] = tflops(shape, mode, ms)
+                    records.append({"shape": vars(shape), "mode": mode, "provider": name, "ms": ms,
+                                    "tflops": speed[name]})
+                except Exception as error:  # a peer that cannot run this shape is a table entry
+                    speed[name] = float("nan")
+                    records.append({"shape": vars(shape), "mode": mode, "provider": name,
+                                    "error": "".join(traceback.format_exception_only(error)).strip()[:300]})
+                print(f"  {name:11s} {mode:7s} N={shape.seqlen:6d} D={shape.head_dim:3d} "
+                      f"causal={int(shape.causal)}: {speed[name]:7.1f} TFLOP/s "
+                      f"({time.time() - started:.0f}s incl. compile/tune)", flush=True)
+            cells = " | ".join("err" if speed[p] != speed[p] else f"{speed[p]:.0f}" for p in providers)
+            lines.append(f"| {shape.seqlen} | {shape.head_dim} | {int(shape.causal)} | {mode} | {cells} | "
+                         f"{format_ratio(speed.get('ours', float('nan')), speed.get('sdpa_flash', float('nan')))} | "
+                         f"{format_ratio(speed.get('ours_alibi', float('nan')), speed.get('ours', float('nan')))} |")
+
+    memory_seqlens = as_list(args.memory_seqlens, int)
+    if memory_seqlens:
+        memory_providers = as_list(args.memory_providers)
+        lines += ["", "Peak memory of forward + backward beyond inputs, their gradients and dout "
+                  "(B=1, H=16, D=128, causal, bf16), GiB", "",
+                  "| N | " + " | ".join(memory_providers) + " |", "|---|" + "---|" * len(memory_providers)]
+        for seqlen in memory_seqlens:
+            shape = Shape(1, 16, seqlen, 128, True)
+            cells = []
+            for name in memory_providers:
+                try:
+                    gib = peak_memory_gib(name, shape)
+                    cells.append(f"{gib:.3f}")
+                    records.append({"shape": vars(shape), "provider": name, "peak_gib": gib})
+                except Exception as error:
+                    cells.append("err")
+                    records.append({"shape": vars(shape), "provider": name, "error": str(error)[:300]})
+                torch.cuda.empty_cache()
+            lines.append(f"| {seqlen} | " + " | ".join(cells) + " |")
+            print(lines[-1], flush=True)
+
+    lines += ["", f"bf16 8192^3 matmul in the same run: {matmul_tflops():.0f} TFLOP/s"]
+    table = "\n".join(lines)
+    print("\n" + table)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(table + "\n")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(records, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""`trainer.*`: what the Lightning Trainer is built from (NeMo's key names and defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# NeMo's and Lightning's spellings of a precision -> Lightning's canonical one.
+PRECISIONS = {
+    "16": "16-mixed",
+    "16-mixed": "16-mixed",
+    "bf16": "bf16-mixed",
+    "bf16-mixed": "bf16-mixed",
+    "32": "32-true",
+    "32-true": "32-true",
+    "16-true": "16-true",
+    "bf16-true": "bf16-true",
+}
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+STRATEGIES = ("auto", "ddp", "ddp_spawn")
+
+
+@dataclass
+class TrainerConfig:
+    devices: int = 1
+    num_nodes: int = 1
+    accelerator: str = "auto"
+    strategy: str = "auto"
+    precision: str = "bf16-mixed"
+    # Training length is counted in optimizer steps; an epoch is a whole run (Megatron's sampler).
+    max_steps: int = 100_000
+    max_epochs: int = -1
+    # In optimizer steps, like max_steps (NeMo's meaning), whatever the gradient accumulation.
+    val_check_interval: int = 100
+    # In global batches.
+    limit_val_batches: int = 50
+    num_sanity_val_steps: int = 2
+    log_every_n_steps: int = 10
+    gradient_clip_val: float = 1.0
+    accumulate_grad_batches: int = 1
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+    benchmark: bool = False
+    deterministic: bool = False
+    # NeMo's exp_manager, not the Trainer, creates loggers, checkpointing and the sampler.
+    logger: bool = False
+    enable_checkpointing: bool = False
+    use_distributed_sampler: bool = False
+
+    def __post_init__(self) -> None:
+        self.precision = str(self.precision)
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"trainer.precision={self.precision!r} is not supported; choose one of "
+                f"{sorted(PRECISIONS)}"
+            )
+        if self.accelerator not in ACCELERATORS:
+            raise ValueError(
+                f"trainer.accelerator={self.accelerator!r} is not supported; choose one of {ACCELERATORS}"
+            )
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"trainer.strategy={self.strategy!r} is not implemented; choose one of {STRATEGIES}"
+            )
+        for key in ("devices", "num_nodes", "max_steps", "val_check_interval", "limit_val_batches",
+                    "log_every_n_steps"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"trainer.{key} must be >= 1, got {getattr(self, key)}")
+        if self.num_sanity_val_steps < 0:
+            raise ValueError(f"trainer.num_sanity_val_steps must be >= 0, got {self.num_sanity_val_steps}")
+        if self.gradient_clip_val < 0:
+            raise ValueError(f"trainer.gradient_clip_val must be >= 0, got {self.gradient_clip_val}")
+        if self.max_epochs != -1:
+            raise ValueError(
+                f"trainer.max_epochs={self.max_epochs} is not implemented: training length is "
+                "trainer.max_steps; leave max_epochs at -1"
+            )
+        if self.accumulate_grad_batches != 1:
+            raise ValueError(
+                "trainer.accumulate_grad_batches is derived from model.global_batch_size / "
+                "(model.micro_batch_size x data-parallel size); leave it at 1"
+            )
+        if self.logger:
+            raise ValueError(
+                "trainer.logger=True is not supported: exp_manager creates the loggers "
+                "(exp_manager.create_tensorboard_logger, exp_manager.create_csv_logger)"
+            )
+        if self.enable_checkpointing:
+            raise ValueError(
+                "trainer.enable_checkpointing=True is not supported: exp_manager creates the "
+                "checkpoint callback (exp_manager.create_checkpoint_callback)"
+            )
+        if self.use_distributed_sampler:
+            raise ValueError(
+                "trainer.use_distributed_sampler=True is not supported: the Megatron sampler "
+                "already splits every global batch over the data-parallel ranks"
+            )
+
+    @property
+    def lightning_precision(self) -> str:
+        return PRECISIONS[self.precision]
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes

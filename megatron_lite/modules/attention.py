@@ -1,0 +1,95 @@
+"""Self-attention, and the one place that picks the attention implementation.
+
+`dot_product_attention` is the seam of DESIGN.md: q, k, v come in as [B, S, H, D] and go either
+to our Triton FlashAttention kernel (`model.use_flash_attention=True`) or to the PyTorch
+reference, with the same masks (causal, packed-document segment ids) and the same dropout
+semantics. Nothing else in the model knows which one runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from kernels.attention_reference import attention_reference
+from kernels.flash_attention import flash_attention_supported, flash_attn_func
+from megatron_lite.config import GPTModelConfig
+from megatron_lite.modules.rotary import apply_rotary
+
+
+@functools.cache
+def _warn_flash_unavailable(device_type: str) -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return
+    warnings.warn(
+        f"model.use_flash_attention=True, but the Triton kernel cannot run on '{device_type}' "
+        "(it needs a CUDA GPU, or TRITON_INTERPRET=1 set before start-up to run it slowly on "
+        "the CPU): using the PyTorch attention path instead",
+        stacklevel=3,
+    )
+
+
+def dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    use_flash: bool,
+    causal: bool,
+    dropout_p: float = 0.0,
+    segment_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) v: q [B, S, Hq, D], k, v [B, S, Hkv, D] -> [B, S, Hq, D]."""
+    if use_flash:
+        if flash_attention_supported(q.device):
+            return flash_attn_func(q, k, v, causal=causal, dropout_p=dropout_p, segment_ids=segment_ids)
+        _warn_flash_unavailable(q.device.type)
+    return attention_reference(q, k, v, causal=causal, dropout_p=dropout_p, segment_ids=segment_ids)
+
+
+class SelfAttention(nn.Module):
+    """Causal multi-head / grouped-query self-attention with a fused qkv projection.
+
+    The projection's output features are laid out [q heads | k heads | v heads], so q, k and v
+    are views of one matmul output (no copies); k and v keep num_query_groups heads, which both
+    attention paths broadcast over the query heads themselves.
+    """
+
+    def __init__(self, cfg: GPTModelConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.num_groups = cfg.query_groups
+        self.head_dim = cfg.head_dim
+        q_width = self.num_heads * self.head_dim
+        kv_width = self.num_groups * self.head_dim
+        self.split_sizes = (q_width, kv_width, kv_width)
+        self.linear_qkv = nn.Linear(cfg.hidden_size, q_width + 2 * kv_width, bias=cfg.bias)
+        self.linear_proj = nn.Linear(q_width, cfg.hidden_size, bias=cfg.bias)
+        self.use_flash = cfg.use_flash_attention
+        self.dropout_p = cfg.attention_dropout
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        batch, seqlen, _ = x.shape  # (B, S, C)
+        q, k, v = self.linear_qkv(x).split(self.split_sizes, dim=-1)
+        q = q.view(batch, seqlen, self.num_heads, self.head_dim)  # (B, S, Hq, D)
+        k = k.view(batch, seqlen, self.num_groups, self.head_dim)  # (B, S, Hkv, D)
+        v = v.view(batch, seqlen, self.num_groups, self.head_dim)  # (B, S, Hkv, D)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        out = dot_product_attention(
+            q, k, v,
+            use_flash=self.use_flash,
+            causal=True,
+            dropout_p=self.dropout_p if self.training else 0.0,
+            segment_ids=segment_ids,
+        )  # (B, S, Hq, D)
+        return self.linear_proj(out.reshape(batch, seqlen, -1))  # (B, S, C)

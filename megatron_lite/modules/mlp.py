@@ -1,0 +1,45 @@
+"""The feed-forward block: plain (gelu, relu, squared-relu) or gated (geglu, reglu, swiglu)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from megatron_lite.config import GPTModelConfig
+
+
+def _squared_relu(x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x).square()
+
+
+# The gated variants apply the same nonlinearity to their gate half.
+_ACTIVATIONS = {
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "squared-relu": _squared_relu,
+    "geglu": F.gelu,
+    "reglu": F.relu,
+    "swiglu": F.silu,
+}
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTModelConfig) -> None:
+        super().__init__()
+        self.gated = cfg.gated_mlp
+        # Gated: one fused projection whose output is [gate | up], split in forward.
+        fc1_width = cfg.ffn_hidden_size * (2 if self.gated else 1)
+        self.linear_fc1 = nn.Linear(cfg.hidden_size, fc1_width, bias=cfg.bias)
+        self.linear_fc2 = nn.Linear(cfg.ffn_hidden_size, cfg.hidden_size, bias=cfg.bias)
+        self.activation = _ACTIVATIONS[cfg.activation]
+        self.dropout = nn.Dropout(cfg.ffn_dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.linear_fc1(x)  # (B, S, F) or (B, S, 2F)
+        if self.gated:
+            gate, up = h.chunk(2, dim=-1)
+            h = self.activation(gate) * up
+        else:
+            h = self.activation(h)
+        return self.linear_fc2(self.dropout(h))  # (B, S, C)

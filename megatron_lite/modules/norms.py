@@ -1,0 +1,13 @@
+"""The normalization layer named by `model.normalization`."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from megatron_lite.config import GPTModelConfig
+
+
+def build_norm(cfg: GPTModelConfig) -> nn.Module:
+    if cfg.normalization == "rmsnorm":
+        return nn.RMSNorm(cfg.hidden_size, eps=cfg.layernorm_epsilon)
+    return nn.LayerNorm(cfg.hidden_size, eps=cfg.layernorm_epsilon)

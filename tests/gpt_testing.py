@@ -77,7 +77,7 @@ def tiny_overrides(data_prefix: str, log_dir: Path, extra: dict[str, object] | N
         "model.tokenizer.model": "null",
         "model.data.data_prefix": f"[{data_prefix}]",
         "model.data.num_workers": 0,
-        "model.data.splits_string": "90,10,0",
+        "model.data.splits_string": "'90,10,0'",
         "model.optim.lr": 3e-3,
         "model.optim.sched.warmup_steps": 2,
         "model.optim.sched.constant_steps": 0,

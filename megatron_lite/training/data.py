@@ -1,0 +1,89 @@
+"""Megatron's pretraining sampler and the data module that feeds the GPT LightningModule."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from megatron_lite.config import GPTConfig
+
+
+class MegatronPretrainingSampler(Sampler[list[int]]):
+    """Micro-batches of dataset indices in order, starting after `consumed_samples`.
+
+    Samples are consumed in global order: each run of micro_batch_size x data_parallel_size
+    indices is split over the ranks, rank r taking the r-th micro-batch. The data position is
+    therefore one integer, saved in checkpoints, and a resumed run (or one with another number of
+    ranks but the same global batch) reads the very samples an uninterrupted run would.
+    """
+
+    def __init__(
+        self,
+        total_samples: int,
+        consumed_samples: int,
+        micro_batch_size: int,
+        data_parallel_rank: int,
+        data_parallel_size: int,
+    ) -> None:
+        if not 0 <= data_parallel_rank < data_parallel_size:
+            raise ValueError(f"data-parallel rank {data_parallel_rank} is not in [0, {data_parallel_size})")
+        if consumed_samples < 0:
+            raise ValueError(f"consumed_samples must be >= 0, got {consumed_samples}")
+        self.total_samples = total_samples
+        self.consumed_samples = consumed_samples
+        self.micro_batch_size = micro_batch_size
+        self.rank = data_parallel_rank
+        self.stride = micro_batch_size * data_parallel_size
+
+    def __len__(self) -> int:
+        return max(self.total_samples - self.consumed_samples, 0) // self.stride
+
+    def __iter__(self) -> Iterator[list[int]]:
+        last_start = self.total_samples - self.stride
+        for start in range(self.consumed_samples, last_start + 1, self.stride):
+            first = start + self.rank * self.micro_batch_size
+            yield list(range(first, first + self.micro_batch_size))
+
+
+class GPTDataModule(pl.LightningDataModule):
+    """Train and validation loaders over already-built datasets.
+
+    The train loader starts at the LightningModule's consumed_samples, which a resumed run has
+    restored from its checkpoint before Lightning asks for the loaders. Validation always reads
+    the same first limit_val_batches global batches, so its losses are comparable over a run.
+    """
+
+    def __init__(self, cfg: GPTConfig, train_dataset: Dataset, valid_dataset: Dataset) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.train_dataset = train_dataset
+        self.valid_dataset = valid_dataset
+
+    def _loader(self, dataset: Dataset, consumed_samples: int) -> DataLoader:
+        sampler = MegatronPretrainingSampler(
+            total_samples=len(dataset),
+            consumed_samples=consumed_samples,
+            micro_batch_size=self.cfg.model.micro_batch_size,
+            data_parallel_rank=self.trainer.global_rank,
+            data_parallel_size=self.trainer.world_size,
+        )
+        num_workers = self.cfg.model.data.num_workers
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=num_workers,
+            pin_memory=self.trainer.strategy.root_device.type == "cuda",
+            persistent_workers=num_workers > 0,
+            # A loader of its own: starting an epoch must not draw from the global torch RNG,
+            # whose state a resumed run restores for dropout.
+            generator=torch.Generator().manual_seed(self.cfg.model.seed),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, self.trainer.lightning_module.consumed_samples)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.valid_dataset, 0)

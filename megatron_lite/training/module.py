@@ -1,0 +1,84 @@
+"""The GPT LightningModule: loss, optimizer and schedule, and what a checkpoint carries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from megatron_lite.config import GPTConfig, config_to_dict
+from megatron_lite.models import GPTModel
+from megatron_lite.training.optim import build_optimizer, build_scheduler
+
+# Keys this module adds to Lightning's checkpoint dict.
+CONFIG_KEY = "megatron_lite_config"
+VOCAB_KEY = "padded_vocab_size"
+CONSUMED_KEY = "consumed_samples"
+
+
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the positions where loss_mask is 1 (float32 whatever the logits)."""
+    losses = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")  # (B*S,)
+    mask = loss_mask.flatten().float()
+    # A micro-batch with every position masked contributes 0, not NaN.
+    return (losses * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+class GPTLightningModule(pl.LightningModule):
+    def __init__(self, cfg: GPTConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = GPTModel(cfg.model, vocab_size)
+        # Data position at the start of this run (Megatron's consumed samples), from a checkpoint.
+        self.init_consumed_samples = 0
+        self.init_global_step = 0
+        self._micro_losses: list[torch.Tensor] = []
+
+    @property
+    def consumed_samples(self) -> int:
+        steps = self.trainer.global_step - self.init_global_step
+        return self.init_consumed_samples + steps * self.cfg.model.global_batch_size
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of one micro-batch."""
+        segment_ids = batch["segment_ids"] if self.cfg.model.data.reset_attention_mask else None
+        logits = self.model(batch["tokens"], batch["position_ids"], segment_ids)  # (B, S, V)
+        return masked_lm_loss(logits, batch["labels"], batch["loss_mask"])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self(batch)
+        self._micro_losses.append(loss.detach())
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Once per optimizer step, after all micro-batches (and AMP unscaling), before clipping.
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        train_loss = torch.stack(self._micro_losses).mean()
+        self._micro_losses.clear()
+        self.log("train_loss", train_loss, prog_bar=True, sync_dist=True)
+        self.log("grad_norm", grad_norm)
+        self.log("lr", optimizer.param_groups[0]["lr"], prog_bar=True)
+        # The samples consumed once this step is done (used in checkpoint file names).
+        consumed = self.consumed_samples + self.cfg.model.global_batch_size
+        self.log("consumed_samples", float(consumed))
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss = self(batch)
+        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["tokens"].shape[0])
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self.model, self.cfg, self.device)
+        scheduler = build_scheduler(optimizer, self.cfg)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_KEY] = config_to_dict(self.cfg)
+        checkpoint[VOCAB_KEY] = self.model.vocab_size
+        checkpoint[CONSUMED_KEY] = self.consumed_samples
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.init_consumed_samples = checkpoint[CONSUMED_KEY]
+        self.init_global_step = checkpoint["global_step"]

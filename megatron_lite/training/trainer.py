@@ -1,0 +1,64 @@
+"""The Lightning Trainer of `trainer.*` and `exp_manager.*`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import TQDMProgressBar
+
+from megatron_lite.config import GPTConfig
+from megatron_lite.training.callbacks import RNGStateCallback, ThroughputMonitor
+from megatron_lite.training.checkpointing import AtomicCheckpointIO
+from megatron_lite.training.exp_manager import RunPaths, build_checkpoint_callbacks, build_loggers
+
+
+def build_trainer(
+    cfg: GPTConfig,
+    run: RunPaths,
+    *,
+    flops_per_token: float,
+    callbacks: Sequence[pl.Callback] = (),
+) -> pl.Trainer:
+    trainer_cfg = cfg.trainer
+    accumulate = cfg.accumulate_grad_batches
+    all_callbacks: list[pl.Callback] = [
+        RNGStateCallback(),
+        ThroughputMonitor(
+            tokens_per_step=cfg.model.global_batch_size * cfg.model.encoder_seq_length,
+            flops_per_token=flops_per_token,
+            precision=trainer_cfg.lightning_precision,
+        ),
+        *callbacks,
+    ]
+    if trainer_cfg.enable_progress_bar:
+        all_callbacks.append(TQDMProgressBar())
+    if cfg.exp_manager.create_checkpoint_callback:
+        all_callbacks.extend(build_checkpoint_callbacks(cfg, run))
+    loggers = build_loggers(cfg, run)
+    return pl.Trainer(
+        accelerator="gpu" if trainer_cfg.accelerator == "cuda" else trainer_cfg.accelerator,
+        devices=trainer_cfg.devices,
+        num_nodes=trainer_cfg.num_nodes,
+        strategy=trainer_cfg.strategy,
+        precision=trainer_cfg.lightning_precision,
+        max_steps=trainer_cfg.max_steps,
+        max_epochs=-1,
+        # Lightning counts micro-batches here; our keys count optimizer steps, as NeMo's do.
+        val_check_interval=trainer_cfg.val_check_interval * accumulate,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=trainer_cfg.num_sanity_val_steps,
+        log_every_n_steps=trainer_cfg.log_every_n_steps,
+        gradient_clip_val=trainer_cfg.gradient_clip_val or None,
+        accumulate_grad_batches=accumulate,
+        enable_progress_bar=trainer_cfg.enable_progress_bar,
+        enable_model_summary=trainer_cfg.enable_model_summary,
+        enable_checkpointing=cfg.exp_manager.create_checkpoint_callback,
+        benchmark=trainer_cfg.benchmark,
+        deterministic=trainer_cfg.deterministic,
+        logger=loggers or False,
+        callbacks=all_callbacks,
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,
+        default_root_dir=str(run.log_dir),
+    )

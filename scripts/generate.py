@@ -1,0 +1,43 @@
+"""Sample text from a trained GPT checkpoint.
+
+    python scripts/generate.py nemo_experiments/megatron_gpt/<run>/checkpoints/last.ckpt \
+        --prompt "The" --tokens-to-generate 64 [--greedy | --top-k 40 --temperature 0.8]
+
+The checkpoint holds its config, so the model and the tokenizer (model.tokenizer.*) are rebuilt
+from it; the tokenizer file must still exist at the path recorded there.
+"""
+
+import argparse
+import sys
+
+import torch
+
+from megatron_lite.generation import generate_text
+from megatron_lite.training import build_tokenizer_from_config, load_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a .ckpt file written by scripts/train.py")
+    parser.add_argument("--prompt", default="", help="text to continue (empty: a new document)")
+    parser.add_argument("--tokens-to-generate", type=int, default=64)
+    parser.add_argument("--greedy", action="store_true", help="always take the likeliest token")
+    parser.add_argument("--top-k", type=int, default=40, help="sample among the k likeliest (0: all)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    try:
+        model, cfg = load_model(args.checkpoint)
+        tokenizer = build_tokenizer_from_config(cfg)
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"Error: {error}")
+    text = generate_text(
+        model.to(args.device), tokenizer, args.prompt, args.tokens_to_generate,
+        greedy=args.greedy, top_k=args.top_k, temperature=args.temperature, seed=args.seed,
+    )
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""A tiny corpus and one short training run, shared by the training tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from megatron_lite.training import GPTLightningModule, train
+from tests.gpt_testing import compose_gpt, tiny_overrides, write_tiny_corpus
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> str:
+    return write_tiny_corpus(tmp_path_factory.mktemp("corpus") / "tiny_text_document")
+
+
+@dataclass
+class TrainedRun:
+    log_dir: Path
+    module: GPTLightningModule
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_corpus, tmp_path_factory) -> TrainedRun:
+    """16 steps of the tiny model, validating every 4."""
+    log_dir = tmp_path_factory.mktemp("runs") / "trained"
+    cfg = compose_gpt(tiny_overrides(tiny_corpus, log_dir, {
+        "trainer.max_steps": 16, "inference.tokens_to_generate": 16,
+    }))
+    return TrainedRun(log_dir, train(cfg))

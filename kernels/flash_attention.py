@@ -545,9 +545,14 @@ _ROW_MAJOR_TILES = {
     256: [(64, 64, 8, 2), (64, 32, 4, 2)],
 }
 _KEY_MAJOR_TILES = {
-    64: [(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3)],
-    128: [(64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 4, 3)],
+    64: [(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 128, 4, 5)],
+    128: [(64, 128, 8, 2), (32, 128, 8, 2), (32, 128, 4, 3), (64, 64, 4, 3)],
     256: [(32, 64, 4, 2), (64, 32, 4, 1)],
+}
+_DQ_TILES = {
+    64: [(128, 64, 4, 3), (128, 32, 4, 3), (64, 64, 4, 3)],
+    128: [(128, 64, 8, 3), (128, 32, 4, 3), (128, 32, 8, 3), (64, 64, 4, 3)],
+    256: [(64, 64, 8, 2), (64, 32, 4, 2)],
 }
 _SHORT_TILE = (32, 32, 4, 2)  # tiny problems (decode, short sequences): no tuning sweep
 
@@ -597,7 +602,7 @@ if INTERPRETER:
 else:
     _fwd_launch = _autotune(_fwd_heuristics(_fwd_kernel), _ROW_MAJOR_TILES)
     _bwd_kv_launch = _autotune(_bwd_kv_kernel, _KEY_MAJOR_TILES)
-    _bwd_q_launch = _autotune(_bwd_q_kernel, _ROW_MAJOR_TILES)
+    _bwd_q_launch = _autotune(_bwd_q_kernel, _DQ_TILES)
     _INTERPRETER_BLOCKS = {}
 _BWD_KV_INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 32} if INTERPRETER else {}
 
@@ -668,6 +673,8 @@ def _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, key_mask, segment_ids
     seqlen_k, num_kv_heads = k.shape[1], k.shape[2]
     if dout.stride(-1) != 1:
         dout = dout.contiguous()
+    if dlse is not None:
+        dlse = dlse.contiguous()  # read as a dense [B, H, Sq] buffer; autograd may hand an expand
     delta = _alloc(lse.shape, torch.float32, lse.device)
     delta_rows = 64
     _bwd_delta_kernel[(triton.cdiv(seqlen_q, delta_rows), batch * num_heads)](
@@ -754,16 +761,37 @@ def _setup_context(ctx, inputs, output):
     ctx.options = (causal, softmax_scale, dropout_p, seed)
 
 
-def _backward_autograd(ctx, dout, dlse):
-    q, k, v, out, lse, alibi_slopes, key_mask, segment_ids = ctx.saved_tensors
-    if dout is None:
-        dout = torch.zeros_like(out)
-    dq, dk, dv = flash_attn_backward_op(dout, q, k, v, out, lse, dlse, alibi_slopes, key_mask,
-                                        segment_ids, *ctx.options)
-    return dq, dk, dv, None, None, None, None, None, None, None
+def _backward_with(backward):
+    """An autograd backward for the 10 forward inputs that runs `backward` (the custom op, or
+    the plain launcher) on the saved tensors."""
+    def run(ctx, dout, dlse):
+        q, k, v, out, lse, alibi_slopes, key_mask, segment_ids = ctx.saved_tensors
+        if dout is None:
+            dout = torch.zeros_like(out)
+        dq, dk, dv = backward(dout, q, k, v, out, lse, dlse, alibi_slopes, key_mask, segment_ids,
+                              *ctx.options)
+        return dq, dk, dv, None, None, None, None, None, None, None
+    return run
 
 
-flash_attn_forward_op.register_autograd(_backward_autograd, setup_context=_setup_context)
+flash_attn_forward_op.register_autograd(_backward_with(flash_attn_backward_op),
+                                         setup_context=_setup_context)
+
+
+class _EagerFlashAttention(torch.autograd.Function):
+    """The same forward and backward without the custom-op dispatcher, whose Python overhead
+    (tens of microseconds a call) shows at short sequences; torch.compile uses the custom op."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, alibi_slopes, key_mask, segment_ids, causal, softmax_scale,
+                dropout_p, dropout_seed):
+        inputs = (q, k, v, alibi_slopes, key_mask, segment_ids, causal, softmax_scale, dropout_p,
+                  dropout_seed)
+        output = _forward(*inputs)
+        _setup_context(ctx, inputs, output)
+        return output
+
+    backward = staticmethod(_backward_with(_backward))
 
 
 # --------------------------------------------------------------------------------------------
@@ -883,7 +911,9 @@ def flash_attn_func(
     if alibi_slopes is not None:
         alibi_slopes = alibi_slopes.to(torch.float32).contiguous()
 
-    out, lse = flash_attn_forward_op(
+    attention = (flash_attn_forward_op if torch.compiler.is_compiling()
+                 else _EagerFlashAttention.apply)
+    out, lse = attention(
         _last_dim_contiguous(q), _last_dim_contiguous(k), _last_dim_contiguous(v),
         alibi_slopes, key_mask, segment_ids,
         bool(causal), float(softmax_scale), float(dropout_p), int(dropout_seed or 0),

@@ -13,7 +13,8 @@ import traceback
 import torch
 
 from megatron_lite.benchmarks.attention import (
-    PROVIDERS, Shape, agreement_with_sdpa, format_ratio, matmul_tflops, peak_memory_gib,
+    PROVIDERS, Shape, agreement_with_sdpa, format_ratio, kernel_breakdown, launch_overhead_us,
+    matmul_tflops, peak_memory_gib,
     shapes_at_fixed_tokens, tflops, time_attention,
 )
 
@@ -30,6 +31,10 @@ def parse_args():
     parser.add_argument("--memory-seqlens", default="8192,32768,65536",
                         help="peak memory of fwd+bwd at B=1, H=16, D=128, causal ('' to skip)")
     parser.add_argument("--memory-providers", default="ours,sdpa_flash")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print our per-kernel GPU time and wall time per step")
+    parser.add_argument("--overhead", action="store_true",
+                        help="also print the CPU time per fwd+bwd call at a negligible size")
     parser.add_argument("--out", default="", help="write the markdown tables here")
     parser.add_argument("--json", default="", help="write every measurement here")
     return parser.parse_args()
@@ -57,6 +62,11 @@ def main():
     shapes = shapes_at_fixed_tokens(args.tokens, args.hidden, as_list(args.seqlens, int),
                                     as_list(args.dims, int), [bool(int(c)) for c in as_list(args.causal)])
     for shape in shapes:
+        if args.profile:
+            per_kernel, wall_ms = kernel_breakdown(shape)
+            kernels_ms = ", ".join(f"{name[:24]} {ms:.3f}" for name, ms in per_kernel.items())
+            print(f"{shape}: wall {wall_ms:.3f} ms/step, GPU {sum(per_kernel.values()):.3f} ms: {kernels_ms}")
+            records.append({"shape": vars(shape), "wall_ms": wall_ms, "kernels_ms": per_kernel})
         if "ours" in providers:
             error = agreement_with_sdpa(shape)
             records.append({"shape": vars(shape), "max_abs_diff_vs_sdpa_flash": error})
@@ -81,6 +91,7 @@ def main():
             lines.append(f"| {shape.seqlen} | {shape.head_dim} | {int(shape.causal)} | {mode} | {cells} | "
                          f"{format_ratio(speed.get('ours', float('nan')), speed.get('sdpa_flash', float('nan')))} | "
                          f"{format_ratio(speed.get('ours_alibi', float('nan')), speed.get('ours', float('nan')))} |")
+            save(args, lines, records)
 
     memory_seqlens = as_list(args.memory_seqlens, int)
     if memory_seqlens:
@@ -103,12 +114,21 @@ def main():
             lines.append(f"| {seqlen} | " + " | ".join(cells) + " |")
             print(lines[-1], flush=True)
 
+    if args.overhead:
+        overhead = launch_overhead_us()
+        records.append({"launch_overhead_us": overhead})
+        lines += ["", "Wall time per forward + backward at B=1, H=1, N=128, D=64 (launch overhead): "
+                  + ", ".join(f"{name} {us:.0f} us" for name, us in overhead.items())]
     lines += ["", f"bf16 8192^3 matmul in the same run: {matmul_tflops():.0f} TFLOP/s"]
-    table = "\n".join(lines)
-    print("\n" + table)
+    save(args, lines, records)
+    print("\n" + "\n".join(lines))
+
+
+def save(args, lines, records):
+    """Write what has been measured so far (a run cut short still leaves its tables)."""
     if args.out:
         with open(args.out, "w") as handle:
-            handle.write(table + "\n")
+            handle.write("\n".join(lines) + "\n")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(records, handle, indent=1)

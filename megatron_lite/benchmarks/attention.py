@@ -171,3 +171,55 @@ def format_ratio(numerator: float, denominator: float) -> str:
     if not (math.isfinite(numerator) and math.isfinite(denominator)) or denominator == 0:
         return "n/a"
     return f"{numerator / denominator:.2f}"
+
+
+def kernel_breakdown(shape: Shape, alibi: bool = False, dtype=torch.bfloat16, steps: int = 20):
+    """GPU time per kernel of our forward + backward (from the profiler), and the wall time per
+    step, to tell kernel time from launch overhead. Returns ({kernel: ms per step}, wall ms)."""
+    import time
+    from torch.profiler import ProfilerActivity, profile
+
+    run, _ = _ours(shape, alibi)
+    q, k, v = _inputs(shape, heads_first=False, dtype=dtype)
+    grad = torch.randn_like(q)
+    for _ in range(3):
+        torch.autograd.grad(run(q, k, v), (q, k, v), grad)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        started = time.perf_counter()
+        for _ in range(steps):
+            torch.autograd.grad(run(q, k, v), (q, k, v), grad)
+        torch.cuda.synchronize()
+        wall_ms = (time.perf_counter() - started) * 1e3 / steps
+    per_kernel = {}
+    for event in prof.key_averages():
+        if event.device_type.name == "CUDA" and event.self_device_time_total > 0:
+            per_kernel[event.key] = event.self_device_time_total / 1e3 / steps
+    return per_kernel, wall_ms
+
+
+def launch_overhead_us(steps: int = 300) -> dict[str, float]:
+    """Wall microseconds per forward + backward at a size where the GPU work is negligible
+    (B=1, H=1, N=128, D=64): what the CPU spends launching each implementation."""
+    import time
+
+    from kernels.flash_attention import flash_attn_forward_op
+
+    shape = Shape(1, 1, 128, 64, True)
+    ours_op = lambda q, k, v: flash_attn_forward_op(  # noqa: E731  (the custom op, undispatched)
+        q, k, v, None, None, None, True, 0.125, 0.0, 0)[0]
+    candidates = {"ours": (_ours(shape, False)[0], False), "ours_custom_op": (ours_op, False),
+                  "sdpa_flash": (_sdpa(SDPBackend.FLASH_ATTENTION)(shape, False)[0], True)}
+    overhead = {}
+    for name, (run, heads_first) in candidates.items():
+        q, k, v = _inputs(shape, heads_first, torch.bfloat16)
+        grad = torch.randn_like(q)
+        for _ in range(20):
+            torch.autograd.grad(run(q, k, v), (q, k, v), grad)
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(steps):
+            torch.autograd.grad(run(q, k, v), (q, k, v), grad)
+        torch.cuda.synchronize()
+        overhead[name] = (time.perf_counter() - started) * 1e6 / steps
+    return overhead

@@ -271,3 +271,25 @@ def test_reference_is_the_textbook_formula():
     expected = torch.softmax(scores, dim=-1) @ v[0, :, 0]
     got = attention_reference(q, k, v, causal=True, alibi_slopes=torch.tensor([0.5], device=DEVICE))
     torch.testing.assert_close(got[0, :, 0], expected)
+
+
+def test_custom_op_registration_passes_opcheck():
+    q, k, v = qkv(1, 20, 24, 2, 1, 16)
+    q.requires_grad_()
+    lengths = torch.tensor([20], device=DEVICE)
+    key_mask = (torch.arange(24, device=DEVICE)[None] < lengths[:, None]).view(torch.uint8)
+    torch.library.opcheck(fa.flash_attn_forward_op,
+                          (q, k, v, None, key_mask, None, True, 0.25, 0.0, 0))
+
+
+def test_broadcast_lse_gradient():
+    # lse.sum() hands the backward an expanded (stride 0) gradient for lse.
+    q, k, v = (x.requires_grad_() for x in qkv(1, 30, 30, 2, 2, 16))
+    _, lse = flash_attn_func(q, k, v, causal=True, return_lse=True)
+    grads = torch.autograd.grad(lse.sum(), (q, k, v))
+    q64, k64, v64 = (x.detach().double().requires_grad_() for x in (q, k, v))
+    _, lse64 = attention_reference(q64, k64, v64, causal=True, return_lse=True)
+    expected = torch.autograd.grad(lse64.sum(), (q64, k64))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+    assert torch.equal(grads[2], torch.zeros_like(v))  # lse does not depend on v

@@ -119,8 +119,11 @@ def restore_weights(model: GPTModel, path: str | Path) -> None:
     checkpoint = read_checkpoint(path)
     saved = architecture(checkpoint_config(checkpoint).model, checkpoint[VOCAB_KEY])
     wanted = architecture(model.cfg, model.vocab_size)
+    def show(arch: dict[str, Any], key: str) -> str:
+        return repr(arch[key]) if key in arch else "not used"
+
     differing = [
-        f"{key}: {saved.get(key)!r} in the checkpoint, {wanted.get(key)!r} in this config"
+        f"{key}: {show(saved, key)} in the checkpoint, {show(wanted, key)} in this config"
         for key in sorted(saved.keys() | wanted.keys())
         if saved.get(key) != wanted.get(key)
     ]

@@ -65,6 +65,15 @@ class GPTLightningModule(pl.LightningModule):
         consumed = self.consumed_samples + self.cfg.model.global_batch_size
         self.log("consumed_samples", float(consumed))
 
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
+                                    gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        # Lightning refuses to clip for an optimizer that unscales internally (fused AdamW) even
+        # under bf16, which has no loss scaler. build_optimizer never fuses under fp16's scaler,
+        # so the gradients here are always unscaled and can be clipped directly.
+        if gradient_clip_val:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), gradient_clip_val)
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss = self(batch)
         self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["tokens"].shape[0])

@@ -24,13 +24,16 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def build_optimizer(model: nn.Module, cfg: GPTConfig, device: torch.device) -> torch.optim.AdamW:
     optim = cfg.model.optim
+    # Fused: one kernel per step on CUDA. Not under fp16's loss scaler: a fused AdamW unscales
+    # inside its step, after gradient clipping and the logged gradient norm would have seen
+    # scaled gradients.
+    fused = device.type == "cuda" and cfg.trainer.lightning_precision != "16-mixed"
     return torch.optim.AdamW(
         param_groups(model, optim.weight_decay),
         lr=optim.lr,
         betas=tuple(optim.betas),
         eps=optim.eps,
-        # One multi-tensor kernel per step on CUDA; the CPU has no fused implementation worth it.
-        fused=device.type == "cuda",
+        fused=fused,
     )
 
 

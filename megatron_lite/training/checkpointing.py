@@ -26,7 +26,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes `path.tmp`, flushes it to disk, then renames it to `path`.
 
     The rename is atomic, so a `*.ckpt` file is always a whole checkpoint: a crash mid-write
-    leaves only a `.tmp` file (never resumed from) and the previous checkpoint of that name.
+    leaves at most a `.tmp` file (never resumed from) and the previous checkpoint of that name.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path,
@@ -36,10 +36,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + TEMP_SUFFIX)
-        with open(temporary, "wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
+        try:
+            with open(temporary, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
         os.replace(temporary, path)
         directory = os.open(path.parent, os.O_RDONLY)
         try:
@@ -113,12 +117,12 @@ def model_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
             if key.startswith(MODEL_PREFIX)}
 
 
-def restore_weights(model: GPTModel, path: str | Path) -> None:
-    """Load a checkpoint's weights into `model` (restore_from_path), refusing a different
-    architecture with the list of differing keys."""
-    checkpoint = read_checkpoint(path)
+def check_structure(model: GPTModel, checkpoint: dict[str, Any], source: str) -> None:
+    """Refuse a checkpoint whose architecture differs from `model`'s, listing every difference
+    (rather than letting load_state_dict fail on the first mismatched shape)."""
     saved = architecture(checkpoint_config(checkpoint).model, checkpoint[VOCAB_KEY])
     wanted = architecture(model.cfg, model.vocab_size)
+
     def show(arch: dict[str, Any], key: str) -> str:
         return repr(arch[key]) if key in arch else "not used"
 
@@ -129,10 +133,16 @@ def restore_weights(model: GPTModel, path: str | Path) -> None:
     ]
     if differing:
         raise ValueError(
-            f"restore_from_path={path}: the checkpoint's model differs in structure from "
-            "model.* (padded_vocab_size follows the tokenizer and model.make_vocab_size_divisible_by "
-            "/ model.override_vocab_size):\n  " + "\n  ".join(differing)
+            f"{source}: the checkpoint's model differs in structure from model.* "
+            "(padded_vocab_size follows the tokenizer and model.make_vocab_size_divisible_by / "
+            "model.override_vocab_size):\n  " + "\n  ".join(differing)
         )
+
+
+def restore_weights(model: GPTModel, path: str | Path) -> None:
+    """Load a checkpoint's weights into `model` (restore_from_path)."""
+    checkpoint = read_checkpoint(path)
+    check_structure(model, checkpoint, f"restore_from_path={path}")
     model.load_state_dict(model_state_dict(checkpoint), strict=True)
 
 

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
+from torch.utils.data import Dataset
 
 from megatron_lite.config import GPTConfig
 from megatron_lite.data import build_gpt_datasets
@@ -13,7 +14,7 @@ from megatron_lite.generation import generate_text
 from megatron_lite.models import GPTModel
 from megatron_lite.tokenizers import Tokenizer, build_tokenizer, pad_vocab_size
 from megatron_lite.training.callbacks import matmul_flops_per_token
-from megatron_lite.training.checkpointing import restore_weights
+from megatron_lite.training.checkpointing import check_structure, read_checkpoint, restore_weights
 from megatron_lite.training.data import GPTDataModule
 from megatron_lite.training.exp_manager import prepare_run, save_config
 from megatron_lite.training.module import GPTLightningModule
@@ -44,7 +45,7 @@ def build_tokenizer_from_config(cfg: GPTConfig) -> Tokenizer:
                            merge_file=tok.merge_file)
 
 
-def build_datasets(cfg: GPTConfig, tokenizer: Tokenizer):
+def build_datasets(cfg: GPTConfig, tokenizer: Tokenizer) -> tuple[Dataset, Dataset]:
     """(train, valid) sized for the whole run: max_steps global batches of training, and the
     limit_val_batches global batches every validation reads again."""
     model, data = cfg.model, cfg.model.data
@@ -84,8 +85,11 @@ def train(cfg: GPTConfig, callbacks: Sequence[pl.Callback] = ()) -> GPTLightning
     vocab_size = padded_vocab_size(cfg, tokenizer)
     train_dataset, valid_dataset = build_datasets(cfg, tokenizer)
     module = GPTLightningModule(cfg, vocab_size)
-    if cfg.restore_from_path is not None and run.resume_from is None:
-        # A resumed run has its own, newer weights in its checkpoint.
+    if run.resume_from is not None:
+        check_structure(module.model, read_checkpoint(run.resume_from, mmap=True),
+                        f"resuming from {run.resume_from}")
+    elif cfg.restore_from_path is not None:
+        # Only for a new run: a resumed one has its own, newer weights in its checkpoint.
         restore_weights(module.model, cfg.restore_from_path)
     trainer = build_trainer(
         cfg, run,

@@ -136,3 +136,12 @@ def test_script_trains_from_a_users_own_config_folder(tiny_corpus, tmp_path):
     assert "--- sample (prompt 'The') ---" in result.stdout
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "outputs").exists()  # Hydra writes no folder of its own
+
+
+def test_resuming_with_another_architecture_lists_the_differences(tiny_corpus, trained_run, tmp_path):
+    checkpoint = trained_run.log_dir / "checkpoints" / "last.ckpt"
+    cfg = compose_gpt(tiny_overrides(tiny_corpus, tmp_path / "run", {
+        "trainer.max_steps": 20, "model.num_layers": 3,
+        "exp_manager.resume_from_checkpoint": f"'{checkpoint}'"}))
+    with pytest.raises(ValueError, match=r"resuming from .*\n  num_layers: 2 in the checkpoint, 3 in this config"):
+        train(cfg)

@@ -12,6 +12,8 @@ Semantics shared with `kernels.flash_attention.flash_attn_func`:
 - segment_ids: int [B, S] (self-attention, Sq == Sk): a query sees only keys of its own segment,
   the document masking of packed samples.
 - alibi_slopes: [Hq] or [B, Hq]; adds -slope * |i + Sk - Sq - j| to the scaled scores.
+- relative_bias: [Hq, 2W + 1]; adds relative_bias[h, clamp(j - (i + Sk - Sq), -W, W) + W] (T5's
+  bucketed bias, looked up per distance; gradients flow to it).
 - dropout: the keep-mask [B, Hq, Sq, Sk] is applied to the softmax probabilities, kept ones are
   scaled by 1 / (1 - dropout_p); the log-sum-exp does not see dropout.
 - A query row that sees no key gets a zero output, a log-sum-exp of -inf and zero gradients.
@@ -70,6 +72,15 @@ def alibi_bias(alibi_slopes: torch.Tensor, batch: int, seqlen_q: int, seqlen_k: 
     return -slopes[:, :, None, None] * distance
 
 
+def relative_bias_matrix(relative_bias: torch.Tensor, seqlen_q: int, seqlen_k: int) -> torch.Tensor:
+    """[Hq, Sq, Sk]: relative_bias[h, clamp(j - i', -W, W) + W], i' = i + Sk - Sq."""
+    window = (relative_bias.shape[1] - 1) // 2
+    rows = torch.arange(seqlen_q, device=relative_bias.device)[:, None] + (seqlen_k - seqlen_q)
+    cols = torch.arange(seqlen_k, device=relative_bias.device)[None, :]
+    distance = (cols - rows).clamp(-window, window) + window  # (Sq, Sk)
+    return relative_bias[:, distance]
+
+
 def attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -82,6 +93,7 @@ def attention_reference(
     alibi_slopes: torch.Tensor | None = None,
     key_padding_mask: torch.Tensor | None = None,
     segment_ids: torch.Tensor | None = None,
+    relative_bias: torch.Tensor | None = None,
     return_lse: bool = False,
 ):
     """Attention by the book. Matmuls run in the inputs' dtype, the softmax in float32 (float64
@@ -103,6 +115,8 @@ def attention_reference(
     scores = torch.matmul(qh, kh.transpose(-1, -2)).to(softmax_dtype) * scale  # (B, Hq, Sq, Sk)
     if alibi_slopes is not None:
         scores = scores + alibi_bias(alibi_slopes, batch, seqlen_q, seqlen_k).to(softmax_dtype)
+    if relative_bias is not None:
+        scores = scores + relative_bias_matrix(relative_bias, seqlen_q, seqlen_k).to(softmax_dtype)
     visible = attention_mask(
         batch, seqlen_q, seqlen_k, device=q.device, causal=causal,
         key_padding_mask=key_padding_mask, segment_ids=segment_ids,

@@ -7,7 +7,7 @@ needs only q, k, v, out, lse and the incoming gradient, so memory is linear in t
 The backward runs three kernels: `delta = rowsum(dout * out)`; one program per key block that
 recomputes the probabilities of every query block that sees it and accumulates dk and dv in
 registers (summed over the query heads of a GQA group, so k and v are never repeated); one
-program per query block that accumulates dq. No atomics: the result is deterministic.
+program per query block that accumulates dq. dq, dk and dv use no atomics and are deterministic.
 
 Supported:
 - q [B, Sq, Hq, D], k and v [B, Sk, Hkv, D] with Hq % Hkv == 0 (GQA / MQA), any strides whose
@@ -23,6 +23,9 @@ Supported:
   kernel (with causal masking this is the usual causal ALiBi up to a per-row constant).
 - Attention dropout from a counter-based RNG (Philox on (key, query, batch*head) counters and a
   seed): the backward regenerates the same keep-mask, and `dropout_keep_mask` returns it.
+- A learned relative position bias by distance (T5's buckets, gathered per distance by the
+  caller into [Hq, 2W + 1]): relative_bias[h, clamp(j - i', -W, W) + W], read in the kernel, with
+  its gradient from the backward (register sums for tiles beyond the window, atomics inside it).
 - The gradient of the returned lse, folded into delta (ds = p * (dp - delta + dlse)).
 
 Limits: on a CPU the kernels run only under TRITON_INTERPRET=1 (the Triton interpreter, slow;
@@ -75,11 +78,18 @@ def _dropout_keep(seed, rows, cols, batch_head, dropout_p):
 
 
 @triton.jit
+def _clamped_distance(rows, cols, seqlen_q, seqlen_k, rel_window):
+    """j - i' (i' the bottom-right aligned query position), clamped to [-W, W]."""
+    distance = cols - rows - (seqlen_k - seqlen_q)
+    return tl.minimum(tl.maximum(distance, -rel_window), rel_window)
+
+
+@triton.jit
 def _bias_and_mask(
-    s, rows, cols, seqlen_q, seqlen_k, alibi_slope,
-    key_mask_row, seg_q_row, seg_k_row,
-    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
-    HAS_SEGMENTS: tl.constexpr, MASK_EDGES: tl.constexpr,
+    s, rows, cols, seqlen_q, seqlen_k, alibi_slope, rel_bias_row, rel_window,
+    key_mask_row, seg_row,
+    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
+    HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, MASK_EDGES: tl.constexpr,
 ):
     """Add the positional bias to log2-scaled scores s and set invisible ones to -inf.
 
@@ -89,6 +99,9 @@ def _bias_and_mask(
     """
     if HAS_ALIBI:  # alibi_slope is -slope * log2(e)
         s += alibi_slope * tl.abs(rows + (seqlen_k - seqlen_q) - cols).to(tl.float32)
+    if HAS_REL_BIAS:  # bias[clamp(j - i', -W, W) + W]; consecutive keys read consecutive entries
+        s += tl.load(rel_bias_row + _clamped_distance(rows, cols, seqlen_q, seqlen_k, rel_window)
+                     + rel_window) * 1.4426950408889634
     if MASK_EDGES:
         visible = cols < seqlen_k
         if CAUSAL:
@@ -98,8 +111,8 @@ def _bias_and_mask(
         real_key = tl.load(key_mask_row + cols, mask=cols < seqlen_k, other=0)
         s = tl.where(real_key != 0, s, float("-inf"))
     if HAS_SEGMENTS:
-        seg_q = tl.load(seg_q_row + rows, mask=rows < seqlen_q, other=-1)
-        seg_k = tl.load(seg_k_row + cols, mask=cols < seqlen_k, other=-2)
+        seg_q = tl.load(seg_row + rows, mask=rows < seqlen_q, other=-1)
+        seg_k = tl.load(seg_row + cols, mask=cols < seqlen_k, other=-2)
         s = tl.where(seg_q == seg_k, s, float("-inf"))
     return s
 
@@ -139,11 +152,11 @@ def _causal_key_range(start_m, seqlen_q, seqlen_k, BLOCK_M: tl.constexpr, BLOCK_
 def _fwd_inner(
     acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
     start_m, lo, hi, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-    key_mask_row, seg_q_row, seg_k_row, seed, batch_head, dropout_p,
-    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
-    HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr, MASK_EDGES: tl.constexpr,
-    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
+    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
+    HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+    MASK_EDGES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     rows = (start_m + offs_m)[:, None]  # (BLOCK_M, 1)
     for start_n in range(lo, hi, BLOCK_N):
@@ -153,8 +166,8 @@ def _fwd_inner(
                        MASK_EDGES or BLOCK_D != HEAD_DIM)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
         s = _bias_and_mask(s, rows, cols[None, :], seqlen_q, seqlen_k, alibi_slope,
-                           key_mask_row, seg_q_row, seg_k_row,
-                           CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
+                           rel_bias_row, rel_window, key_mask_row, seg_row, CAUSAL, HAS_ALIBI,
+                           HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         # A row with no visible key so far keeps m = -inf; subtract 0 instead to avoid inf - inf.
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -173,16 +186,16 @@ def _fwd_inner(
 
 @triton.jit
 def _fwd_kernel(
-    Q, K, V, Out, Lse, Slopes, KeyMask, SegIds,
+    Q, K, V, Out, Lse, Slopes, RelBias, KeyMask, SegIds,
     stride_qb, stride_qm, stride_qh,
     stride_kb, stride_kn, stride_kh,
     stride_vb, stride_vn, stride_vh,
     stride_ob, stride_om, stride_oh,
-    stride_slopes_b, stride_keymask_b, stride_seg_b,
-    num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket,
+    stride_slopes_b, stride_relbias_h, stride_keymask_b, stride_seg_b,
+    num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket, rel_window,
     qk_scale, dropout_p, seed,
-    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
-    HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
+    HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr,
 ):
@@ -210,6 +223,7 @@ def _fwd_kernel(
     alibi_slope = 0.0
     if HAS_ALIBI:
         alibi_slope = tl.load(Slopes + b * stride_slopes_b + h).to(tl.float32) * -1.4426950408889634
+    rel_bias_row = RelBias + h * stride_relbias_h
     key_mask_row = KeyMask + b * stride_keymask_b
     seg_row = SegIds + b * stride_seg_b
 
@@ -221,15 +235,15 @@ def _fwd_kernel(
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
         start_m, 0, full, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-        key_mask_row, seg_row, seg_row, seed, batch_head, dropout_p,
-        CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
+        rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
+        CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
         HEAD_DIM, BLOCK_N, BLOCK_D, DOT_PRECISION,
     )
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
         start_m, full, end, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-        key_mask_row, seg_row, seg_row, seed, batch_head, dropout_p,
-        CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True,
+        rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
+        CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True,
         HEAD_DIM, BLOCK_N, BLOCK_D, DOT_PRECISION,
     )
 
@@ -286,15 +300,17 @@ def _load_lse(Lse, row_ptrs, rows, seqlen_q):
 @triton.jit
 def _bwd_kv_inner(
     dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
-    start_n, lo, hi, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-    key_mask_row, seg_row, seed, batch_head, dropout_p,
-    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
-    HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr, MASK_EDGES: tl.constexpr,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    far_left, far_right, start_n, lo, hi, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale,
+    alibi_slope, rel_bias_row, drel_row, rel_window, key_mask_row, seg_row, seed, batch_head,
+    dropout_p,
+    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
+    HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+    MASK_EDGES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """Accumulate dk, dv of one key block over query blocks [lo, hi), working transposed:
-    (BLOCK_N, BLOCK_M) tiles, so that p^T and ds^T feed the matrix products directly."""
+    (BLOCK_N, BLOCK_M) tiles, so that p^T and ds^T feed the matrix products directly.
+    With a relative bias, also its gradient (far_left / far_right: see _rel_bias_grad)."""
     cols = (start_n + offs_n)[:, None]  # (BLOCK_N, 1)
     for start_m in range(lo, hi, BLOCK_M):
         rows = start_m + offs_m  # (BLOCK_M,)
@@ -308,8 +324,8 @@ def _bwd_kv_inner(
 
         s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
         s_t = _bias_and_mask(s_t, rows[None, :], cols, seqlen_q, seqlen_k, alibi_slope,
-                             key_mask_row, seg_row, seg_row,
-                             CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
+                             rel_bias_row, rel_window, key_mask_row, seg_row, CAUSAL, HAS_ALIBI,
+                             HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
         p_t = tl.math.exp2(s_t - lse[None, :])
         dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
         if HAS_DROPOUT:
@@ -320,25 +336,53 @@ def _bwd_kv_inner(
             dp_t = tl.where(keep, dp_t * scale, 0.0)
         else:
             dv += tl.dot(p_t.to(do.dtype), do, input_precision=DOT_PRECISION)
-        ds_t = p_t * (dp_t - delta[None, :])
+        ds_t = p_t * (dp_t - delta[None, :])  # d loss / d score, (BLOCK_N, BLOCK_M)
+        if HAS_REL_BIAS:
+            far_left, far_right = _rel_bias_grad(
+                ds_t, rows[None, :], cols, start_m, start_n, seqlen_q, seqlen_k, rel_window,
+                drel_row, far_left, far_right, BLOCK_M, BLOCK_N)
         dk += tl.dot(ds_t.to(q.dtype), q, input_precision=DOT_PRECISION)
-    return dk, dv
+    return dk, dv, far_left, far_right
+
+
+@triton.jit
+def _rel_bias_grad(ds_t, rows, cols, start_m, start_n, seqlen_q, seqlen_k, rel_window, drel_row,
+                   far_left, far_right, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Add a (BLOCK_N, BLOCK_M) tile of d score to the relative bias gradient drel[j - i'].
+
+    A tile whose distances all lie beyond the window feeds only the clamped end entry (-W or
+    +W): it adds its row sums to a register accumulator, flushed once per head. Tiles across
+    the window scatter element by element with atomics; there are O(W / BLOCK) of them per key
+    block.
+    """
+    shift = seqlen_k - seqlen_q
+    nearest = start_n - (start_m + BLOCK_M - 1) - shift  # smallest j - i' in the tile
+    farthest = start_n + BLOCK_N - 1 - start_m - shift  # largest
+    if nearest >= rel_window:
+        far_right += tl.sum(ds_t, axis=1)
+    elif farthest <= -rel_window:
+        far_left += tl.sum(ds_t, axis=1)
+    else:
+        inside = (rows < seqlen_q) & (cols < seqlen_k)
+        tl.atomic_add(drel_row + _clamped_distance(rows, cols, seqlen_q, seqlen_k, rel_window)
+                      + rel_window, ds_t, mask=inside, sem="relaxed")
+    return far_left, far_right
 
 
 @triton.jit
 def _bwd_kv_kernel(
-    Q, K, V, DOut, Lse, Delta, DK, DV, Slopes, KeyMask, SegIds,
+    Q, K, V, DOut, Lse, Delta, DK, DV, DRelBias, Slopes, RelBias, KeyMask, SegIds,
     stride_qb, stride_qm, stride_qh,
     stride_kb, stride_kn, stride_kh,
     stride_vb, stride_vn, stride_vh,
     stride_dob, stride_dom, stride_doh,
     stride_dkb, stride_dkn, stride_dkh,
     stride_dvb, stride_dvn, stride_dvh,
-    stride_slopes_b, stride_keymask_b, stride_seg_b,
-    num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket,
+    stride_slopes_b, stride_relbias_h, stride_keymask_b, stride_seg_b,
+    num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket, rel_window,
     qk_scale, dropout_p, seed,
-    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
-    HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
+    HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -386,20 +430,29 @@ def _bwd_kv_kernel(
         alibi_slope = 0.0
         if HAS_ALIBI:
             alibi_slope = tl.load(Slopes + b * stride_slopes_b + h).to(tl.float32) * -1.4426950408889634
-        dk, dv = _bwd_kv_inner(
+        rel_bias_row = RelBias + h * stride_relbias_h
+        drel_row = DRelBias + h * stride_relbias_h
+        far_left = tl.zeros([BLOCK_N], dtype=tl.float32)  # d bias[-W] from tiles beyond the window
+        far_right = tl.zeros([BLOCK_N], dtype=tl.float32)  # d bias[+W]
+        dk, dv, far_left, far_right = _bwd_kv_inner(
             dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
-            start_n, first_row, masked_end, offs_m, offs_n, offs_d, seqlen_q, seqlen_k,
-            qk_scale, alibi_slope, key_mask_row, seg_row, seed, batch_head, dropout_p,
-            CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True,
-            HEAD_DIM, BLOCK_M, BLOCK_D, DOT_PRECISION,
+            far_left, far_right, start_n, first_row, masked_end, offs_m, offs_n, offs_d,
+            seqlen_q, seqlen_k, qk_scale, alibi_slope, rel_bias_row, drel_row, rel_window,
+            key_mask_row, seg_row, seed, batch_head, dropout_p,
+            CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True,
+            HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
         )
-        dk, dv = _bwd_kv_inner(
+        dk, dv, far_left, far_right = _bwd_kv_inner(
             dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
-            start_n, masked_end, last_rows, offs_m, offs_n, offs_d, seqlen_q, seqlen_k,
-            qk_scale, alibi_slope, key_mask_row, seg_row, seed, batch_head, dropout_p,
-            CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
-            HEAD_DIM, BLOCK_M, BLOCK_D, DOT_PRECISION,
+            far_left, far_right, start_n, masked_end, last_rows, offs_m, offs_n, offs_d,
+            seqlen_q, seqlen_k, qk_scale, alibi_slope, rel_bias_row, drel_row, rel_window,
+            key_mask_row, seg_row, seed, batch_head, dropout_p,
+            CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
+            HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
         )
+        if HAS_REL_BIAS:
+            tl.atomic_add(drel_row, tl.sum(far_left, axis=0), sem="relaxed")
+            tl.atomic_add(drel_row + 2 * rel_window, tl.sum(far_right, axis=0), sem="relaxed")
 
     # s was scaled by softmax_scale * log2(e) for exp2; dk needs softmax_scale only.
     dk = dk * (qk_scale * 0.6931471805599453)
@@ -413,11 +466,11 @@ def _bwd_kv_kernel(
 def _bwd_q_inner(
     dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
     start_m, lo, hi, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-    key_mask_row, seg_row, seed, batch_head, dropout_p,
-    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
-    HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr, MASK_EDGES: tl.constexpr,
-    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
+    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
+    HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+    MASK_EDGES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     rows = (start_m + offs_m)[:, None]  # (BLOCK_M, 1)
     for start_n in range(lo, hi, BLOCK_N):
@@ -429,8 +482,8 @@ def _bwd_q_inner(
                        MASK_EDGES or BLOCK_D != HEAD_DIM)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
         s = _bias_and_mask(s, rows, cols[None, :], seqlen_q, seqlen_k, alibi_slope,
-                           key_mask_row, seg_row, seg_row,
-                           CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
+                           rel_bias_row, rel_window, key_mask_row, seg_row, CAUSAL, HAS_ALIBI,
+                           HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
         p = tl.math.exp2(s - lse[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
         if HAS_DROPOUT:
@@ -443,17 +496,17 @@ def _bwd_q_inner(
 
 @triton.jit
 def _bwd_q_kernel(
-    Q, K, V, DOut, Lse, Delta, DQ, Slopes, KeyMask, SegIds,
+    Q, K, V, DOut, Lse, Delta, DQ, Slopes, RelBias, KeyMask, SegIds,
     stride_qb, stride_qm, stride_qh,
     stride_kb, stride_kn, stride_kh,
     stride_vb, stride_vn, stride_vh,
     stride_dob, stride_dom, stride_doh,
     stride_dqb, stride_dqm, stride_dqh,
-    stride_slopes_b, stride_keymask_b, stride_seg_b,
-    num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket,
+    stride_slopes_b, stride_relbias_h, stride_keymask_b, stride_seg_b,
+    num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket, rel_window,
     qk_scale, dropout_p, seed,
-    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
-    HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
+    HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -486,6 +539,7 @@ def _bwd_q_kernel(
     alibi_slope = 0.0
     if HAS_ALIBI:
         alibi_slope = tl.load(Slopes + b * stride_slopes_b + h).to(tl.float32) * -1.4426950408889634
+    rel_bias_row = RelBias + h * stride_relbias_h
     key_mask_row = KeyMask + b * stride_keymask_b
     seg_row = SegIds + b * stride_seg_b
 
@@ -494,15 +548,15 @@ def _bwd_q_kernel(
     dq = _bwd_q_inner(
         dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
         start_m, 0, full, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-        key_mask_row, seg_row, seed, batch_head, dropout_p,
-        CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
+        rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
+        CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
         HEAD_DIM, BLOCK_N, BLOCK_D, DOT_PRECISION,
     )
     dq = _bwd_q_inner(
         dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
         start_m, full, end, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-        key_mask_row, seg_row, seed, batch_head, dropout_p,
-        CAUSAL, HAS_ALIBI, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True,
+        rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
+        CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True,
         HEAD_DIM, BLOCK_N, BLOCK_D, DOT_PRECISION,
     )
     dq = dq * (qk_scale * 0.6931471805599453)
@@ -579,8 +633,9 @@ def _pruner(tiles: dict):
     return prune
 
 
-def _autotune(kernel, tiles: dict):
-    options = dict(key=_TUNING_KEY, prune_configs_by={"early_config_prune": _pruner(tiles)})
+def _autotune(kernel, tiles: dict, reset_to_zero=None):
+    options = dict(key=_TUNING_KEY, prune_configs_by={"early_config_prune": _pruner(tiles)},
+                   reset_to_zero=reset_to_zero)
     try:  # shorter timing runs per candidate (the `do_bench` hook is newer than some tritons)
         return triton.autotune(_configs(tiles), **options, do_bench=_quick_bench)(kernel)
     except TypeError:
@@ -591,7 +646,8 @@ def _quick_bench(fn, quantiles=None):
     return triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles)
 
 
-_TUNING_KEY = ["HEAD_DIM", "CAUSAL", "HAS_ALIBI", "HAS_DROPOUT", "seqlen_bucket", "kv_group"]
+_TUNING_KEY = ["HEAD_DIM", "CAUSAL", "HAS_ALIBI", "HAS_REL_BIAS", "HAS_DROPOUT", "seqlen_bucket",
+               "kv_group"]
 _fwd_heuristics = triton.heuristics({"EVEN_M": lambda args: args["seqlen_q"] % args["BLOCK_M"] == 0})
 if INTERPRETER:
     _fwd_launch = _fwd_heuristics(_fwd_kernel)
@@ -601,7 +657,7 @@ if INTERPRETER:
     _INTERPRETER_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 16}
 else:
     _fwd_launch = _autotune(_fwd_heuristics(_fwd_kernel), _ROW_MAJOR_TILES)
-    _bwd_kv_launch = _autotune(_bwd_kv_kernel, _KEY_MAJOR_TILES)
+    _bwd_kv_launch = _autotune(_bwd_kv_kernel, _KEY_MAJOR_TILES, reset_to_zero=["DRelBias"])
     _bwd_q_launch = _autotune(_bwd_q_kernel, _DQ_TILES)
     _INTERPRETER_BLOCKS = {}
 _BWD_KV_INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 32} if INTERPRETER else {}
@@ -626,49 +682,52 @@ def _bsh_strides(x: torch.Tensor) -> tuple[int, int, int]:
     return x.stride(0), x.stride(1), x.stride(2)
 
 
-def _optional_args(q, alibi_slopes, key_mask, segment_ids):
-    """Pointers and batch strides of the optional inputs (an absent one points at q, unread)."""
+def _optional_args(q, alibi_slopes, relative_bias, key_mask, segment_ids):
+    """Pointers and strides of the optional inputs (an absent one points at q, unread), and the
+    relative-bias window W."""
     slopes_stride = 0 if alibi_slopes is None or alibi_slopes.dim() == 1 else alibi_slopes.stride(0)
-    return (
-        (q if alibi_slopes is None else alibi_slopes,
-         q if key_mask is None else key_mask,
-         q if segment_ids is None else segment_ids),
-        (slopes_stride,
-         0 if key_mask is None else key_mask.stride(0),
-         0 if segment_ids is None else segment_ids.stride(0)),
-    )
+    pointers = tuple(q if x is None else x for x in (alibi_slopes, relative_bias, key_mask, segment_ids))
+    strides = (slopes_stride,
+               0 if relative_bias is None else relative_bias.stride(0),
+               0 if key_mask is None else key_mask.stride(0),
+               0 if segment_ids is None else segment_ids.stride(0))
+    rel_window = 0 if relative_bias is None else (relative_bias.shape[1] - 1) // 2
+    return pointers, strides, rel_window
 
 
-def _common_meta(q, k, causal, alibi_slopes, key_mask, segment_ids, dropout_p):
+def _common_meta(q, alibi_slopes, relative_bias, key_mask, segment_ids, causal, dropout_p):
     head_dim = q.shape[-1]
     return dict(
-        CAUSAL=causal, HAS_ALIBI=alibi_slopes is not None, HAS_KEY_MASK=key_mask is not None,
-        HAS_SEGMENTS=segment_ids is not None, HAS_DROPOUT=dropout_p > 0.0,
-        HEAD_DIM=head_dim, BLOCK_D=_head_block(head_dim),
+        CAUSAL=causal, HAS_ALIBI=alibi_slopes is not None, HAS_REL_BIAS=relative_bias is not None,
+        HAS_KEY_MASK=key_mask is not None, HAS_SEGMENTS=segment_ids is not None,
+        HAS_DROPOUT=dropout_p > 0.0, HEAD_DIM=head_dim, BLOCK_D=_head_block(head_dim),
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
     )
 
 
-def _forward(q, k, v, alibi_slopes, key_mask, segment_ids, causal, softmax_scale, dropout_p, seed):
+def _forward(q, k, v, alibi_slopes, relative_bias, key_mask, segment_ids, causal, softmax_scale,
+             dropout_p, seed):
     batch, seqlen_q, num_heads, _ = q.shape
     seqlen_k, num_kv_heads = k.shape[1], k.shape[2]
     out = _alloc(q.shape, q.dtype, q.device)
     lse = _alloc((batch, num_heads, seqlen_q), torch.float32, q.device)
-    pointers, strides = _optional_args(q, alibi_slopes, key_mask, segment_ids)
+    pointers, strides, rel_window = _optional_args(q, alibi_slopes, relative_bias, key_mask,
+                                                   segment_ids)
     grid = lambda meta: (triton.cdiv(seqlen_q, meta["BLOCK_M"]), batch * num_heads)  # noqa: E731
     _fwd_launch[grid](
         q, k, v, out, lse, *pointers,
         *_bsh_strides(q), *_bsh_strides(k), *_bsh_strides(v), *_bsh_strides(out), *strides,
         num_heads, num_heads // num_kv_heads, seqlen_q, seqlen_k, _seqlen_bucket(seqlen_q, seqlen_k),
-        softmax_scale * LOG2E, dropout_p, seed,
-        **_common_meta(q, k, causal, alibi_slopes, key_mask, segment_ids, dropout_p),
+        rel_window, softmax_scale * LOG2E, dropout_p, seed,
+        **_common_meta(q, alibi_slopes, relative_bias, key_mask, segment_ids, causal, dropout_p),
         **_INTERPRETER_BLOCKS,
     )
     return out, lse
 
 
-def _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, key_mask, segment_ids, causal,
-              softmax_scale, dropout_p, seed):
+def _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_mask, segment_ids,
+              causal, softmax_scale, dropout_p, seed):
+    """dq, dk, dv, and the relative bias gradient (fp32 [Hq, 2W + 1]; empty without one)."""
     batch, seqlen_q, num_heads, head_dim = q.shape
     seqlen_k, num_kv_heads = k.shape[1], k.shape[2]
     if dout.stride(-1) != 1:
@@ -687,14 +746,19 @@ def _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, key_mask, segment_ids
     dq = _alloc(q.shape, q.dtype, q.device)
     dk = _alloc(k.shape, k.dtype, k.device)
     dv = _alloc(v.shape, v.dtype, v.device)
-    pointers, strides = _optional_args(q, alibi_slopes, key_mask, segment_ids)
-    meta = _common_meta(q, k, causal, alibi_slopes, key_mask, segment_ids, dropout_p)
+    # Accumulated with atomics, so it starts at zero (and the autotuner re-zeroes it).
+    drel = torch.zeros(relative_bias.shape if relative_bias is not None else (0,),
+                       dtype=torch.float32, device=q.device)
+    pointers, strides, rel_window = _optional_args(q, alibi_slopes, relative_bias, key_mask,
+                                                   segment_ids)
+    meta = _common_meta(q, alibi_slopes, relative_bias, key_mask, segment_ids, causal, dropout_p)
     scalars = (num_heads, num_heads // num_kv_heads, seqlen_q, seqlen_k,
-               _seqlen_bucket(seqlen_q, seqlen_k), softmax_scale * LOG2E, dropout_p, seed)
+               _seqlen_bucket(seqlen_q, seqlen_k), rel_window, softmax_scale * LOG2E, dropout_p,
+               seed)
 
     kv_grid = lambda m: (triton.cdiv(seqlen_k, m["BLOCK_N"]), batch * num_kv_heads)  # noqa: E731
     _bwd_kv_launch[kv_grid](
-        q, k, v, dout, lse, delta, dk, dv, *pointers,
+        q, k, v, dout, lse, delta, dk, dv, drel, *pointers,
         *_bsh_strides(q), *_bsh_strides(k), *_bsh_strides(v), *_bsh_strides(dout),
         *_bsh_strides(dk), *_bsh_strides(dv), *strides, *scalars,
         **meta, **_BWD_KV_INTERPRETER_BLOCKS,
@@ -706,7 +770,7 @@ def _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, key_mask, segment_ids
         *_bsh_strides(dq), *strides, *scalars,
         **meta, **_INTERPRETER_BLOCKS,
     )
-    return dq, dk, dv
+    return dq, dk, dv, drel
 
 
 # --------------------------------------------------------------------------------------------
@@ -717,17 +781,18 @@ def _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, key_mask, segment_ids
 @torch.library.custom_op("megatron_lite::flash_attn_forward", mutates_args=())
 def flash_attn_forward_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-    alibi_slopes: Optional[torch.Tensor], key_mask: Optional[torch.Tensor],
-    segment_ids: Optional[torch.Tensor],
+    alibi_slopes: Optional[torch.Tensor], relative_bias: Optional[torch.Tensor],
+    key_mask: Optional[torch.Tensor], segment_ids: Optional[torch.Tensor],
     causal: bool, softmax_scale: float, dropout_p: float, dropout_seed: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """out [B, Sq, Hq, D] and lse float32 [B, Hq, Sq] of checked, normalised inputs."""
-    return _forward(q, k, v, alibi_slopes, key_mask, segment_ids, causal, softmax_scale,
-                    dropout_p, dropout_seed)
+    return _forward(q, k, v, alibi_slopes, relative_bias, key_mask, segment_ids, causal,
+                    softmax_scale, dropout_p, dropout_seed)
 
 
 @flash_attn_forward_op.register_fake
-def _(q, k, v, alibi_slopes, key_mask, segment_ids, causal, softmax_scale, dropout_p, dropout_seed):
+def _(q, k, v, alibi_slopes, relative_bias, key_mask, segment_ids, causal, softmax_scale,
+      dropout_p, dropout_seed):
     batch, seqlen_q, num_heads, _ = q.shape
     return (torch.empty(q.shape, dtype=q.dtype, device=q.device),
             q.new_empty((batch, num_heads, seqlen_q), dtype=torch.float32))
@@ -737,40 +802,44 @@ def _(q, k, v, alibi_slopes, key_mask, segment_ids, causal, softmax_scale, dropo
 def flash_attn_backward_op(
     dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     out: torch.Tensor, lse: torch.Tensor, dlse: Optional[torch.Tensor],
-    alibi_slopes: Optional[torch.Tensor], key_mask: Optional[torch.Tensor],
-    segment_ids: Optional[torch.Tensor],
+    alibi_slopes: Optional[torch.Tensor], relative_bias: Optional[torch.Tensor],
+    key_mask: Optional[torch.Tensor], segment_ids: Optional[torch.Tensor],
     causal: bool, softmax_scale: float, dropout_p: float, dropout_seed: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """dq, dk, dv (dk and dv summed over each GQA group)."""
-    return _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, key_mask, segment_ids, causal,
-                     softmax_scale, dropout_p, dropout_seed)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dq, dk, dv (dk and dv summed over each GQA group) and d relative_bias (empty if none)."""
+    return _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_mask,
+                     segment_ids, causal, softmax_scale, dropout_p, dropout_seed)
 
 
 @flash_attn_backward_op.register_fake
-def _(dout, q, k, v, out, lse, dlse, alibi_slopes, key_mask, segment_ids, causal, softmax_scale,
-      dropout_p, dropout_seed):
+def _(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_mask, segment_ids, causal,
+      softmax_scale, dropout_p, dropout_seed):
     return (torch.empty(q.shape, dtype=q.dtype, device=q.device),
             torch.empty(k.shape, dtype=k.dtype, device=k.device),
-            torch.empty(v.shape, dtype=v.dtype, device=v.device))
+            torch.empty(v.shape, dtype=v.dtype, device=v.device),
+            q.new_empty(relative_bias.shape if relative_bias is not None else (0,),
+                        dtype=torch.float32))
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, alibi_slopes, key_mask, segment_ids, causal, softmax_scale, dropout_p, seed = inputs
+    (q, k, v, alibi_slopes, relative_bias, key_mask, segment_ids,
+     causal, softmax_scale, dropout_p, seed) = inputs
     out, lse = output
-    ctx.save_for_backward(q, k, v, out, lse, alibi_slopes, key_mask, segment_ids)
+    ctx.save_for_backward(q, k, v, out, lse, alibi_slopes, relative_bias, key_mask, segment_ids)
     ctx.options = (causal, softmax_scale, dropout_p, seed)
 
 
 def _backward_with(backward):
-    """An autograd backward for the 10 forward inputs that runs `backward` (the custom op, or
+    """An autograd backward for the 11 forward inputs that runs `backward` (the custom op, or
     the plain launcher) on the saved tensors."""
     def run(ctx, dout, dlse):
-        q, k, v, out, lse, alibi_slopes, key_mask, segment_ids = ctx.saved_tensors
+        q, k, v, out, lse, alibi_slopes, relative_bias, key_mask, segment_ids = ctx.saved_tensors
         if dout is None:
             dout = torch.zeros_like(out)
-        dq, dk, dv = backward(dout, q, k, v, out, lse, dlse, alibi_slopes, key_mask, segment_ids,
-                              *ctx.options)
-        return dq, dk, dv, None, None, None, None, None, None, None
+        dq, dk, dv, drel = backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias,
+                                    key_mask, segment_ids, *ctx.options)
+        drel = None if relative_bias is None else drel.to(relative_bias.dtype)
+        return dq, dk, dv, None, drel, None, None, None, None, None, None
     return run
 
 
@@ -783,10 +852,10 @@ class _EagerFlashAttention(torch.autograd.Function):
     (tens of microseconds a call) shows at short sequences; torch.compile uses the custom op."""
 
     @staticmethod
-    def forward(ctx, q, k, v, alibi_slopes, key_mask, segment_ids, causal, softmax_scale,
-                dropout_p, dropout_seed):
-        inputs = (q, k, v, alibi_slopes, key_mask, segment_ids, causal, softmax_scale, dropout_p,
-                  dropout_seed)
+    def forward(ctx, q, k, v, alibi_slopes, relative_bias, key_mask, segment_ids, causal,
+                softmax_scale, dropout_p, dropout_seed):
+        inputs = (q, k, v, alibi_slopes, relative_bias, key_mask, segment_ids, causal,
+                  softmax_scale, dropout_p, dropout_seed)
         output = _forward(*inputs)
         _setup_context(ctx, inputs, output)
         return output
@@ -799,7 +868,7 @@ class _EagerFlashAttention(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------
 
 
-def _check_inputs(q, k, v, alibi_slopes, key_padding_mask, segment_ids, dropout_p):
+def _check_inputs(q, k, v, alibi_slopes, relative_bias, key_padding_mask, segment_ids, dropout_p):
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -840,6 +909,15 @@ def _check_inputs(q, k, v, alibi_slopes, key_padding_mask, segment_ids, dropout_
         if alibi_slopes.requires_grad:
             raise ValueError("flash_attn_func: alibi_slopes requires grad, but the kernel gives "
                              "ALiBi slopes no gradient; pass fixed slopes (detach them)")
+    if relative_bias is not None:
+        if (relative_bias.dim() != 2 or relative_bias.shape[0] != heads_q
+                or relative_bias.shape[1] % 2 != 1 or not relative_bias.is_floating_point()):
+            raise ValueError(
+                f"flash_attn_func: relative_bias must be a float [Hq, 2W + 1] = [{heads_q}, odd] "
+                f"tensor (bias of distances -W..W), got {relative_bias.dtype} "
+                f"{tuple(relative_bias.shape)}")
+        if relative_bias.device != q.device:
+            raise ValueError(f"flash_attn_func: relative_bias is on {relative_bias.device}, q on {q.device}")
     if key_padding_mask is not None:
         lengths = key_padding_mask.dtype != torch.bool
         expected = (batch,) if lengths else (batch, seqlen_k)
@@ -882,6 +960,7 @@ def flash_attn_func(
     alibi_slopes: torch.Tensor | None = None,
     key_padding_mask: torch.Tensor | None = None,
     segment_ids: torch.Tensor | None = None,
+    relative_bias: torch.Tensor | None = None,
     return_lse: bool = False,
     dropout_seed: int | None = None,
 ):
@@ -891,8 +970,10 @@ def flash_attn_func(
     return_lse also the log-sum-exp float32 [B, Hq, Sq] (differentiable). See the module doc
     and `kernels.attention_reference` for the exact semantics. Without `dropout_seed`, a seed is
     drawn from torch's default generator, so `torch.manual_seed` makes dropout reproducible.
+    `relative_bias` [Hq, 2W + 1] (differentiable) adds relative_bias[h, clamp(j - i', -W, W) + W]:
+    T5's bucketed bias, or any bias of the distance that is constant beyond W.
     """
-    _check_inputs(q, k, v, alibi_slopes, key_padding_mask, segment_ids, dropout_p)
+    _check_inputs(q, k, v, alibi_slopes, relative_bias, key_padding_mask, segment_ids, dropout_p)
     batch, seqlen_q, _, head_dim = q.shape
     seqlen_k = k.shape[1]
     if softmax_scale is None:
@@ -910,12 +991,14 @@ def flash_attn_func(
         segment_ids = segment_ids.to(torch.int32).contiguous()  # (B, S)
     if alibi_slopes is not None:
         alibi_slopes = alibi_slopes.to(torch.float32).contiguous()
+    if relative_bias is not None:
+        relative_bias = relative_bias.to(torch.float32).contiguous()  # (Hq, 2W + 1)
 
     attention = (flash_attn_forward_op if torch.compiler.is_compiling()
                  else _EagerFlashAttention.apply)
     out, lse = attention(
         _last_dim_contiguous(q), _last_dim_contiguous(k), _last_dim_contiguous(v),
-        alibi_slopes, key_mask, segment_ids,
+        alibi_slopes, relative_bias, key_mask, segment_ids,
         bool(causal), float(softmax_scale), float(dropout_p), int(dropout_seed or 0),
     )
     return (out, lse) if return_lse else out

@@ -1,6 +1,7 @@
 """The accuracy rule for the attention kernel, shared by the CPU (interpreter) and GPU tests.
 
-Each of out, lse, dq, dk, dv is compared with a float64 reference; the kernel's error may be at
+Each of out, lse, dq, dk, dv (and the relative bias gradient) is compared with a float64
+reference; the kernel's error may be at
 most twice the error of plain PyTorch attention run in the same low precision, plus an absolute
 tolerance of the dtype's rounding at the reference's magnitude (the flash-attention rule).
 """
@@ -13,15 +14,22 @@ from kernels.attention_reference import attention_reference
 from kernels.flash_attention import flash_attn_func
 
 
-def _attention_with_grads(fn, q, k, v, dout, dlse, **options):
+def _attention_with_grads(fn, q, k, v, dout, dlse, bias_dtype, **options):
     q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
+    relative_bias = options.pop("relative_bias", None)
+    if relative_bias is not None:
+        relative_bias = relative_bias.detach().to(bias_dtype).requires_grad_()
+        options["relative_bias"] = relative_bias
     out, lse = fn(q, k, v, return_lse=True, **options)
     loss = (out.double() * dout.double()).sum()
     if dlse is not None:
         finite = torch.isfinite(lse)
         loss = loss + (torch.where(finite, lse, 0.0).double() * dlse.double()).sum()
     loss.backward()
-    return {"out": out.detach(), "lse": lse.detach(), "dq": q.grad, "dk": k.grad, "dv": v.grad}
+    results = {"out": out.detach(), "lse": lse.detach(), "dq": q.grad, "dk": k.grad, "dv": v.grad}
+    if relative_bias is not None:
+        results["d_relative_bias"] = relative_bias.grad
+    return results
 
 
 def _max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -50,10 +58,12 @@ def check_flash_attention(q, k, v, *, dlse_weight: float = 0.0, dropout_mask=Non
     if dropout_mask is not None:
         reference_options["dropout_mask"] = dropout_mask
 
-    ours = _attention_with_grads(flash_attn_func, q, k, v, dout, dlse, **kernel_options)
-    same_dtype = _attention_with_grads(attention_reference, q, k, v, dout, dlse, **reference_options)
+    ours = _attention_with_grads(flash_attn_func, q, k, v, dout, dlse, torch.float32,
+                                 **kernel_options)
+    same_dtype = _attention_with_grads(attention_reference, q, k, v, dout, dlse, torch.float32,
+                                       **reference_options)
     exact = _attention_with_grads(attention_reference, q.double(), k.double(), v.double(), dout,
-                                  dlse, **reference_options)
+                                  dlse, torch.float64, **reference_options)
 
     eps = torch.finfo(q.dtype).eps
     report = {}
@@ -65,6 +75,11 @@ def check_flash_attention(q, k, v, *, dlse_weight: float = 0.0, dropout_mask=Non
         finite = expected[torch.isfinite(expected)]
         magnitude = float(finite.abs().max()) if finite.numel() else 0.0
         atol = 2 * eps * max(magnitude, 1.0)
+        if name == "d_relative_bias":
+            # One entry sums up to B*Sq*Sk fp32 terms, in an order set by the atomics: allow
+            # the random-walk rounding of such a sum.
+            terms = q.shape[0] * q.shape[1] * k.shape[1]
+            atol = max(atol, torch.finfo(torch.float32).eps * terms**0.5 * max(magnitude, 1.0))
         assert ours_err <= error_factor * torch_err + atol, (
             f"{name}: kernel error {ours_err:.3e} > {error_factor} x torch error {torch_err:.3e} "
             f"+ {atol:.1e} (dtype {q.dtype}, q {tuple(q.shape)}, k {tuple(k.shape)}, "

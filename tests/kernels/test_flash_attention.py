@@ -125,6 +125,35 @@ def test_alibi(poisoned_outputs, causal, per_batch_slopes):
     check_flash_attention(q, k, v, causal=causal, alibi_slopes=slopes)
 
 
+def t5_style_relative_bias(heads: int, window: int, seed: int = 0) -> torch.Tensor:
+    """[H, 2W + 1]: random per-head values, piecewise constant in the distance like buckets."""
+    generator = torch.Generator(device=DEVICE).manual_seed(seed)
+    table = torch.randn(heads, 12, generator=generator, device=DEVICE)
+    distance = torch.arange(-window, window + 1, device=DEVICE)
+    bucket = (distance.abs().float().add(1).log2().long().clamp(max=5) + 6 * (distance > 0)).long()
+    return table[:, bucket]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("window", [3, 18, 500])
+@pytest.mark.parametrize("seqlen_q,seqlen_k", [(77, 77), (30, 101)])
+def test_relative_position_bias(poisoned_outputs, seqlen_q, seqlen_k, window, causal):
+    # window 3: most tiles lie beyond it (register sums); 500: every tile is inside (atomics);
+    # 18: some tiles start exactly one step inside the window (with the interpreter's tiles)
+    q, k, v = qkv(2, seqlen_q, seqlen_k, 4, 2, 32)
+    report = check_flash_attention(q, k, v, causal=causal,
+                                   relative_bias=t5_style_relative_bias(4, window))
+    assert "d_relative_bias" in report
+
+
+def test_relative_bias_with_padding_dropout_and_fp16(poisoned_outputs):
+    q, k, v = qkv(2, 50, 50, 2, 2, 32, dtype=torch.float16)
+    mask = dropout_keep_mask(2, 2, 50, 50, 0.2, dropout_seed=4, device=DEVICE)
+    check_flash_attention(q, k, v, relative_bias=t5_style_relative_bias(2, 16),
+                          key_padding_mask=torch.tensor([50, 21], device=DEVICE),
+                          dropout_p=0.2, dropout_seed=4, dropout_mask=mask)
+
+
 def test_dropout_matches_reference_given_the_kernels_mask(poisoned_outputs):
     q, k, v = qkv(2, 33, 47, 4, 2, 32)
     mask = dropout_keep_mask(2, 4, 33, 47, 0.25, dropout_seed=77, device=DEVICE)
@@ -232,6 +261,8 @@ def _bad_input_cases():
         ("segments", (q, k, v), {"segment_ids": torch.zeros(2, 8, dtype=torch.long,
                                                             device=DEVICE)}, "segment_ids"),
         ("dropout", (q, k, v), {"dropout_p": 1.0}, "dropout_p"),
+        ("relative bias", (q, k, v), {"relative_bias": torch.zeros(4, 8, device=DEVICE)},
+         "relative_bias must"),
     ]
 
 
@@ -278,8 +309,9 @@ def test_custom_op_registration_passes_opcheck():
     q.requires_grad_()
     lengths = torch.tensor([20], device=DEVICE)
     key_mask = (torch.arange(24, device=DEVICE)[None] < lengths[:, None]).view(torch.uint8)
+    relative_bias = torch.randn(2, 9, device=DEVICE, requires_grad=True)
     torch.library.opcheck(fa.flash_attn_forward_op,
-                          (q, k, v, None, key_mask, None, True, 0.25, 0.0, 0))
+                          (q, k, v, None, relative_bias, key_mask, None, True, 0.25, 0.0, 0))
 
 
 def test_broadcast_lse_gradient():

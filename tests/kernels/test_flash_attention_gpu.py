@@ -60,3 +60,12 @@ def test_dropout():
     mask = dropout_keep_mask(2, 4, 1024, 1024, 0.1, dropout_seed=11, device="cuda")
     assert abs(mask.float().mean().item() - 0.9) < 1e-3
     check_flash_attention(q, k, v, causal=True, dropout_p=0.1, dropout_seed=11, dropout_mask=mask)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_relative_position_bias(causal):
+    # T5's defaults: 32 buckets up to distance 128, one table per query head.
+    heads, window = 8, 128
+    table = torch.randn(heads, 2 * window + 1, device="cuda")
+    check_flash_attention(*qkv(2, 2048, 2048, heads, heads, 64, torch.bfloat16), causal=causal,
+                          relative_bias=table)

@@ -22,6 +22,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 train: setup
+	$(PY) scripts/prepare_default_corpus.py
 	$(PY) scripts/train.py --config-name=megatron_gpt_config +preset=cpu_default
 
 test: setup

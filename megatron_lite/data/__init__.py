@@ -15,6 +15,20 @@ from megatron_lite.data.indexed_dataset import (
     token_dtype_for_vocab,
 )
 from megatron_lite.data.preprocess import preprocess_data
+from megatron_lite.data.span_corruption import (
+    corrupt_spans,
+    corrupted_lengths,
+    noise_span_counts,
+    raw_length_for_encoder,
+    reconstruct_text_tokens,
+)
+from megatron_lite.data.t5_dataset import (
+    T5Dataset,
+    T5SampleLengths,
+    build_t5_datasets,
+    t5_sample_fields,
+    t5_sample_lengths,
+)
 from megatron_lite.data.tokenizer_training import train_sentencepiece
 
 __all__ = [
@@ -22,16 +36,26 @@ __all__ = [
     "GPTDataset",
     "IndexedDataset",
     "IndexedDatasetWriter",
+    "T5Dataset",
+    "T5SampleLengths",
     "build_blending_indices",
     "build_gpt_datasets",
     "build_sample_index",
+    "build_t5_datasets",
+    "corrupt_spans",
+    "corrupted_lengths",
     "default_cache_dir",
+    "noise_span_counts",
     "parse_data_prefix",
     "parse_splits_string",
     "prepare_default_corpus",
     "preprocess_data",
+    "raw_length_for_encoder",
+    "reconstruct_text_tokens",
     "sample_fields",
     "split_boundaries",
+    "t5_sample_fields",
+    "t5_sample_lengths",
     "token_dtype_for_vocab",
     "train_sentencepiece",
 ]

@@ -118,6 +118,26 @@ def _bias_and_mask(
 
 
 @triton.jit
+def _query_block(seqlen_q, num_heads, kv_group, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr):
+    """This program's (batch, head, kv head, batch*head, first row) in a query-block grid."""
+    m_block = tl.program_id(0)
+    if CAUSAL:  # the last query blocks see the most keys: start them first
+        m_block = tl.cdiv(seqlen_q, BLOCK_M) - 1 - m_block
+    batch_head = tl.program_id(1)
+    h = batch_head % num_heads
+    return batch_head // num_heads, h, h // kv_group, batch_head, m_block * BLOCK_M
+
+
+@triton.jit
+def _alibi_slope(Slopes, b, h, stride_slopes_b, HAS_ALIBI: tl.constexpr):
+    """-slope * log2(e) of this head (0 without ALiBi): the factor of |i' - j| in log2 units."""
+    if HAS_ALIBI:
+        return tl.load(Slopes + b * stride_slopes_b + h).to(tl.float32) * -1.4426950408889634
+    else:
+        return 0.0
+
+
+@triton.jit
 def _load_tile(ptrs, mask, USE_MASK: tl.constexpr):
     """Masked load (zeros outside) only where a mask is needed: unmasked loads vectorise best."""
     if USE_MASK:
@@ -199,15 +219,7 @@ def _fwd_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr,
 ):
-    num_m_blocks = tl.cdiv(seqlen_q, BLOCK_M)
-    m_block = tl.program_id(0)
-    if CAUSAL:  # the last query blocks see the most keys: start them first
-        m_block = num_m_blocks - 1 - m_block
-    batch_head = tl.program_id(1)
-    b = batch_head // num_heads
-    h = batch_head % num_heads
-    h_kv = h // kv_group
-    start_m = m_block * BLOCK_M
+    b, h, h_kv, batch_head, start_m = _query_block(seqlen_q, num_heads, kv_group, BLOCK_M, CAUSAL)
 
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -220,9 +232,7 @@ def _fwd_kernel(
     q = _load_tile(q_base + (start_m + offs_m)[:, None] * stride_qm + offs_d[None, :], q_mask,
                    not EVEN_M or BLOCK_D != HEAD_DIM)
 
-    alibi_slope = 0.0
-    if HAS_ALIBI:
-        alibi_slope = tl.load(Slopes + b * stride_slopes_b + h).to(tl.float32) * -1.4426950408889634
+    alibi_slope = _alibi_slope(Slopes, b, h, stride_slopes_b, HAS_ALIBI)
     rel_bias_row = RelBias + h * stride_relbias_h
     key_mask_row = KeyMask + b * stride_keymask_b
     seg_row = SegIds + b * stride_seg_b
@@ -427,9 +437,7 @@ def _bwd_kv_kernel(
         do_base = DOut + b.to(tl.int64) * stride_dob + h * stride_doh
         lse_row = Lse + batch_head.to(tl.int64) * seqlen_q
         delta_row = Delta + batch_head.to(tl.int64) * seqlen_q
-        alibi_slope = 0.0
-        if HAS_ALIBI:
-            alibi_slope = tl.load(Slopes + b * stride_slopes_b + h).to(tl.float32) * -1.4426950408889634
+        alibi_slope = _alibi_slope(Slopes, b, h, stride_slopes_b, HAS_ALIBI)
         rel_bias_row = RelBias + h * stride_relbias_h
         drel_row = DRelBias + h * stride_relbias_h
         far_left = tl.zeros([BLOCK_N], dtype=tl.float32)  # d bias[-W] from tiles beyond the window
@@ -511,15 +519,7 @@ def _bwd_q_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """One program per (query block, batch, head): dq over the keys the block sees."""
-    num_m_blocks = tl.cdiv(seqlen_q, BLOCK_M)
-    m_block = tl.program_id(0)
-    if CAUSAL:
-        m_block = num_m_blocks - 1 - m_block
-    batch_head = tl.program_id(1)
-    b = batch_head // num_heads
-    h = batch_head % num_heads
-    h_kv = h // kv_group
-    start_m = m_block * BLOCK_M
+    b, h, h_kv, batch_head, start_m = _query_block(seqlen_q, num_heads, kv_group, BLOCK_M, CAUSAL)
 
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -536,9 +536,7 @@ def _bwd_q_kernel(
 
     k_base = K + b.to(tl.int64) * stride_kb + h_kv * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + h_kv * stride_vh
-    alibi_slope = 0.0
-    if HAS_ALIBI:
-        alibi_slope = tl.load(Slopes + b * stride_slopes_b + h).to(tl.float32) * -1.4426950408889634
+    alibi_slope = _alibi_slope(Slopes, b, h, stride_slopes_b, HAS_ALIBI)
     rel_bias_row = RelBias + h * stride_relbias_h
     key_mask_row = KeyMask + b * stride_keymask_b
     seg_row = SegIds + b * stride_seg_b

@@ -1,9 +1,10 @@
-"""Train a GPT: `python scripts/train.py --config-name=megatron_gpt_config [overrides]`.
+"""Train a GPT or a T5: `python scripts/train.py --config-name=megatron_gpt_config [overrides]`
+(or `--config-name=megatron_t5_config`).
 
 Hydra composes conf/<config-name>.yaml (or one in --config-path) with the overrides into the
-typed schema; the library takes it from there. A user error (bad value, missing file, a run
-folder that would be overwritten) ends with one message and exit status 1; set
-HYDRA_FULL_ERROR=1 for the traceback.
+typed schema its defaults list names; the library takes it from there. A user error (bad value,
+missing file, a run folder that would be overwritten) ends with one message and exit status 1;
+set HYDRA_FULL_ERROR=1 for the traceback.
 """
 
 import os
@@ -14,7 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from megatron_lite.config import SCHEMA_NAME, GPTConfig, register_configs, reject_unknown_keys
+from megatron_lite.config import SCHEMAS, RunConfig, register_configs, reject_unknown_keys
 from megatron_lite.training import train
 
 register_configs()
@@ -26,8 +27,10 @@ warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` i
 def main(cfg: DictConfig) -> None:
     try:
         config = OmegaConf.to_object(cfg)
-        if not isinstance(config, GPTConfig):
-            raise ValueError(f"the config's defaults list must start with {SCHEMA_NAME!r} (the typed schema)")
+        if not isinstance(config, RunConfig):
+            raise ValueError(
+                f"the config's defaults list must start with one of {sorted(SCHEMAS)} (the typed schema)"
+            )
         reject_unknown_keys(config)
         train(config)
     except (ValueError, FileNotFoundError, MissingMandatoryValue) as error:

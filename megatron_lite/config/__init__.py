@@ -1,9 +1,10 @@
 """Typed config schema (dataclasses) of the YAML files in conf/, registered in Hydra's ConfigStore.
 
-The YAML's defaults list names `SCHEMA_NAME`, so Hydra merges the file and every command-line
-override into these dataclasses: a misspelled key or a wrong type fails while composing, naming
-the key. `OmegaConf.to_object` then builds the dataclasses, whose `__post_init__` runs the value
-and cross-field checks. Everything below scripts/ receives these objects, never a DictConfig.
+A family's YAML names its schema first in its defaults list (`SCHEMAS`), so Hydra merges the file
+and every command-line override into these dataclasses: a misspelled key or a wrong type fails
+while composing, naming the key. `OmegaConf.to_object` then builds the dataclasses, whose
+`__post_init__` runs the value and cross-field checks. Everything below scripts/ receives these
+objects, never a DictConfig.
 """
 
 from __future__ import annotations
@@ -14,19 +15,31 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from megatron_lite.config.data import DataConfig, TokenizerConfig
+from megatron_lite.config.data import DataConfig, GPTDataConfig, T5DataConfig, TokenizerConfig
 from megatron_lite.config.exp_manager import CheckpointCallbackParams, ExpManagerConfig
-from megatron_lite.config.gpt import GPTConfig, InferenceConfig
-from megatron_lite.config.model import GPTModelConfig
+from megatron_lite.config.gpt import GPTConfig
+from megatron_lite.config.model import GPTModelConfig, ModelCommonConfig
 from megatron_lite.config.optim import OptimConfig, SchedConfig
+from megatron_lite.config.run import InferenceConfig, RunConfig
+from megatron_lite.config.t5 import T5Config, T5ModelConfig, T5StackConfig
 from megatron_lite.config.trainer import TrainerConfig
+from megatron_lite.config.transformer import TransformerConfig
 
-SCHEMA_NAME = "megatron_gpt_schema"
+# Root schemas, by the name a YAML's defaults list gives them.
+SCHEMAS: dict[str, type[RunConfig]] = {
+    "megatron_gpt_schema": GPTConfig,
+    "megatron_t5_schema": T5Config,
+}
+# megatron_model_base_config.yaml (one T5 stack) names this one, so that it is typed on its own too.
+STACK_SCHEMA_NAME = "megatron_model_base_schema"
 
 
 def register_configs() -> None:
-    """Make `SCHEMA_NAME` available to the defaults lists of Hydra YAML files."""
-    ConfigStore.instance().store(name=SCHEMA_NAME, node=GPTConfig)
+    """Make the schemas available to the defaults lists of Hydra YAML files."""
+    store = ConfigStore.instance()
+    for name, schema in SCHEMAS.items():
+        store.store(name=name, node=schema)
+    store.store(name=STACK_SCHEMA_NAME, node=T5StackConfig)
 
 
 def reject_unknown_keys(cfg: Any, prefix: str = "") -> None:
@@ -47,34 +60,43 @@ def reject_unknown_keys(cfg: Any, prefix: str = "") -> None:
             reject_unknown_keys(value, f"{prefix}{name}.")
 
 
-def config_to_dict(cfg: GPTConfig) -> dict[str, Any]:
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     """Plain containers (str, int, float, bool, None, list, dict): safe in a weights_only checkpoint."""
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
 
 
-def config_from_dict(values: dict[str, Any]) -> GPTConfig:
-    """The inverse of `config_to_dict`, validated like a YAML file."""
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GPTConfig), values))
+def config_from_dict(values: dict[str, Any], schema: type[RunConfig] = GPTConfig) -> RunConfig:
+    """The inverse of `config_to_dict` for a config of `schema`, validated like a YAML file."""
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
     reject_unknown_keys(cfg)
     return cfg
 
 
-def config_to_yaml(cfg: GPTConfig) -> str:
+def config_to_yaml(cfg: RunConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
 __all__ = [
-    "SCHEMA_NAME",
+    "SCHEMAS",
+    "STACK_SCHEMA_NAME",
     "CheckpointCallbackParams",
     "DataConfig",
     "ExpManagerConfig",
     "GPTConfig",
+    "GPTDataConfig",
     "GPTModelConfig",
     "InferenceConfig",
+    "ModelCommonConfig",
     "OptimConfig",
+    "RunConfig",
     "SchedConfig",
+    "T5Config",
+    "T5DataConfig",
+    "T5ModelConfig",
+    "T5StackConfig",
     "TokenizerConfig",
     "TrainerConfig",
+    "TransformerConfig",
     "config_from_dict",
     "config_to_dict",
     "config_to_yaml",

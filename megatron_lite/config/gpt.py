@@ -1,100 +1,14 @@
-"""The root of `conf/megatron_gpt_config.yaml`, and the checks that span its sections."""
+"""The root of `conf/megatron_gpt_config.yaml`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
-from megatron_lite.config.exp_manager import ExpManagerConfig
 from megatron_lite.config.model import GPTModelConfig
-from megatron_lite.config.trainer import TrainerConfig
+from megatron_lite.config.run import RunConfig
 
 
 @dataclass
-class InferenceConfig:
-    """The sample printed at the end of training (NeMo's `inference.*` names)."""
-
-    prompt: str = "The"
-    tokens_to_generate: int = 48
-    greedy: bool = False
-    top_k: int = 40
-    temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.tokens_to_generate < 0:
-            raise ValueError(
-                f"inference.tokens_to_generate must be >= 0, got {self.tokens_to_generate}"
-            )
-        if self.top_k < 0:
-            raise ValueError(f"inference.top_k must be >= 0 (0: the whole vocabulary), got {self.top_k}")
-        if self.temperature <= 0:
-            raise ValueError(f"inference.temperature must be > 0, got {self.temperature}")
-
-
-@dataclass
-class GPTConfig:
+class GPTConfig(RunConfig):
     name: str = "megatron_gpt"
-    # A checkpoint whose weights start this run (fine-tuning); everything else comes from here.
-    restore_from_path: Optional[str] = None
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    exp_manager: ExpManagerConfig = field(default_factory=ExpManagerConfig)
     model: GPTModelConfig = field(default_factory=GPTModelConfig)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
-
-    def __post_init__(self) -> None:
-        model, trainer = self.model, self.trainer
-        per_step = model.micro_batch_size * self.data_parallel_size
-        if model.global_batch_size % per_step:
-            raise ValueError(
-                f"model.global_batch_size={model.global_batch_size} is not a multiple of "
-                f"model.micro_batch_size={model.micro_batch_size} x data-parallel size "
-                f"{self.data_parallel_size} (trainer.devices x trainer.num_nodes)"
-            )
-        if model.data.seq_length is not None and model.data.seq_length != model.encoder_seq_length:
-            raise ValueError(
-                f"model.data.seq_length={model.data.seq_length} differs from "
-                f"model.encoder_seq_length={model.encoder_seq_length}; they must match"
-            )
-        if trainer.val_check_interval > trainer.max_steps:
-            raise ValueError(
-                f"trainer.val_check_interval={trainer.val_check_interval} exceeds "
-                f"trainer.max_steps={trainer.max_steps}: the run would never validate nor "
-                "write a checkpoint"
-            )
-        sched = model.optim.sched
-        if sched is not None:
-            if sched.max_steps is not None and sched.max_steps < trainer.max_steps:
-                raise ValueError(
-                    f"model.optim.sched.max_steps={sched.max_steps} is shorter than "
-                    f"trainer.max_steps={trainer.max_steps}"
-                )
-            if self.warmup_steps + sched.constant_steps > self.schedule_steps:
-                raise ValueError(
-                    f"model.optim.sched warm-up ({self.warmup_steps} steps) plus constant_steps "
-                    f"({sched.constant_steps}) exceed the schedule's {self.schedule_steps} steps "
-                    "(model.optim.sched.max_steps, else trainer.max_steps)"
-                )
-
-    @property
-    def data_parallel_size(self) -> int:
-        return self.trainer.world_size
-
-    @property
-    def accumulate_grad_batches(self) -> int:
-        return self.model.global_batch_size // (self.model.micro_batch_size * self.data_parallel_size)
-
-    @property
-    def schedule_steps(self) -> int:
-        sched = self.model.optim.sched
-        if sched is not None and sched.max_steps is not None:
-            return sched.max_steps
-        return self.trainer.max_steps
-
-    @property
-    def warmup_steps(self) -> int:
-        sched = self.model.optim.sched
-        if sched is None:
-            return 0
-        if sched.warmup_ratio is not None:
-            return int(sched.warmup_ratio * self.schedule_steps)
-        return sched.warmup_steps or 0

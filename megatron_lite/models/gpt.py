@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from megatron_lite.config import GPTModelConfig
-from megatron_lite.modules import MLP, RotaryEmbedding, SelfAttention, TransformerBlock
+from megatron_lite.modules import RotaryEmbedding, TransformerBlock, init_weights
 
 
 class GPTEmbedding(nn.Module):
@@ -46,22 +44,7 @@ class GPTModel(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Megatron's init: N(0, std) for weights, and std / sqrt(2 num_layers) for the projections
-        that write into the residual stream, so its variance does not grow with depth."""
-        std = self.cfg.init_method_std
-        output_std = std / math.sqrt(2 * self.cfg.num_layers) if self.cfg.use_scaled_init_method else std
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=std)
-                if isinstance(module, nn.Linear) and module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
-                module.reset_parameters()
-        for module in self.modules():
-            if isinstance(module, SelfAttention):
-                nn.init.normal_(module.linear_proj.weight, mean=0.0, std=output_std)
-            elif isinstance(module, MLP):
-                nn.init.normal_(module.linear_fc2.weight, mean=0.0, std=output_std)
+        init_weights(self, self.cfg)
 
     def forward(
         self,

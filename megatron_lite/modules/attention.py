@@ -1,9 +1,10 @@
-"""Self-attention, and the one place that picks the attention implementation.
+"""Self- and cross-attention, and the one place that picks the attention implementation.
 
 `dot_product_attention` is the seam of DESIGN.md: q, k, v come in as [B, S, H, D] and go either
-to our Triton FlashAttention kernel (`model.use_flash_attention=True`) or to the PyTorch
-reference, with the same masks (causal, packed-document segment ids) and the same dropout
-semantics. Nothing else in the model knows which one runs.
+to our Triton FlashAttention kernel (`use_flash_attention=True`) or to the PyTorch reference,
+with the same masks (causal, key padding, packed-document segment ids), the same positional
+biases (ALiBi slopes, a learned relative bias by distance) and the same dropout semantics.
+Nothing else in the model knows which one runs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 
 from kernels.attention_reference import attention_reference
 from kernels.flash_attention import flash_attention_supported, flash_attn_func
-from megatron_lite.config import GPTModelConfig
+from megatron_lite.config import TransformerConfig
 from megatron_lite.modules.rotary import apply_rotary
 
 
@@ -40,26 +41,39 @@ def dot_product_attention(
     *,
     use_flash: bool,
     causal: bool,
+    softmax_scale: float | None = None,
     dropout_p: float = 0.0,
     segment_ids: torch.Tensor | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    relative_bias: torch.Tensor | None = None,
+    alibi_slopes: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D)) v: q [B, S, Hq, D], k, v [B, S, Hkv, D] -> [B, S, Hq, D]."""
+    """softmax(q k^T * scale + bias, masked) v: q [B, Sq, Hq, D], k, v [B, Sk, Hkv, D] -> [B, Sq, Hq, D].
+
+    scale defaults to 1 / sqrt(D). key_padding_mask: bool [B, Sk], True on real keys.
+    relative_bias: [Hq, 2W + 1], added by clamped distance j - i (differentiable).
+    alibi_slopes: [Hq], adds -slope * |i - j| (constant).
+    """
+    options = dict(
+        causal=causal, softmax_scale=softmax_scale, dropout_p=dropout_p, segment_ids=segment_ids,
+        key_padding_mask=key_padding_mask, relative_bias=relative_bias, alibi_slopes=alibi_slopes,
+    )
     if use_flash:
         if flash_attention_supported(q.device):
-            return flash_attn_func(q, k, v, causal=causal, dropout_p=dropout_p, segment_ids=segment_ids)
+            return flash_attn_func(q, k, v, **options)
         _warn_flash_unavailable(q.device.type)
-    return attention_reference(q, k, v, causal=causal, dropout_p=dropout_p, segment_ids=segment_ids)
+    return attention_reference(q, k, v, **options)
 
 
 class SelfAttention(nn.Module):
-    """Causal multi-head / grouped-query self-attention with a fused qkv projection.
+    """Multi-head / grouped-query self-attention with a fused qkv projection; causal or not.
 
     The projection's output features are laid out [q heads | k heads | v heads], so q, k and v
     are views of one matmul output (no copies); k and v keep num_query_groups heads, which both
     attention paths broadcast over the query heads themselves.
     """
 
-    def __init__(self, cfg: GPTModelConfig) -> None:
+    def __init__(self, cfg: TransformerConfig, *, causal: bool = True) -> None:
         super().__init__()
         self.num_heads = cfg.num_attention_heads
         self.num_groups = cfg.query_groups
@@ -69,7 +83,9 @@ class SelfAttention(nn.Module):
         self.split_sizes = (q_width, kv_width, kv_width)
         self.linear_qkv = nn.Linear(cfg.hidden_size, q_width + 2 * kv_width, bias=cfg.bias)
         self.linear_proj = nn.Linear(q_width, cfg.hidden_size, bias=cfg.bias)
+        self.causal = causal
         self.use_flash = cfg.use_flash_attention
+        self.softmax_scale = cfg.softmax_scale
         self.dropout_p = cfg.attention_dropout
 
     def forward(
@@ -77,6 +93,10 @@ class SelfAttention(nn.Module):
         x: torch.Tensor,
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         segment_ids: torch.Tensor | None = None,
+        *,
+        key_padding_mask: torch.Tensor | None = None,
+        relative_bias: torch.Tensor | None = None,
+        alibi_slopes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         batch, seqlen, _ = x.shape  # (B, S, C)
         q, k, v = self.linear_qkv(x).split(self.split_sizes, dim=-1)
@@ -88,8 +108,51 @@ class SelfAttention(nn.Module):
         out = dot_product_attention(
             q, k, v,
             use_flash=self.use_flash,
-            causal=True,
+            causal=self.causal,
+            softmax_scale=self.softmax_scale,
             dropout_p=self.dropout_p if self.training else 0.0,
             segment_ids=segment_ids,
+            key_padding_mask=key_padding_mask,
+            relative_bias=relative_bias,
+            alibi_slopes=alibi_slopes,
         )  # (B, S, Hq, D)
         return self.linear_proj(out.reshape(batch, seqlen, -1))  # (B, S, C)
+
+
+class CrossAttention(nn.Module):
+    """Decoder queries attend to the encoder's output (the context), masked by its padding.
+
+    The context's keys and values come from one fused projection laid out [k heads | v heads]
+    (views, no copies). No causal mask and no positional bias: every query sees every real
+    context token.
+    """
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.num_groups = cfg.query_groups
+        self.head_dim = cfg.head_dim
+        q_width = self.num_heads * self.head_dim
+        kv_width = self.num_groups * self.head_dim
+        self.linear_q = nn.Linear(cfg.hidden_size, q_width, bias=cfg.bias)
+        self.linear_kv = nn.Linear(cfg.hidden_size, 2 * kv_width, bias=cfg.bias)
+        self.linear_proj = nn.Linear(q_width, cfg.hidden_size, bias=cfg.bias)
+        self.use_flash = cfg.use_flash_attention
+        self.softmax_scale = cfg.softmax_scale
+        self.dropout_p = cfg.attention_dropout
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor,
+                context_padding_mask: torch.Tensor | None) -> torch.Tensor:
+        batch, seqlen, _ = x.shape  # (B, Sq, C)
+        context_len = context.shape[1]  # context: (B, Sk, C)
+        q = self.linear_q(x).view(batch, seqlen, self.num_heads, self.head_dim)  # (B, Sq, Hq, D)
+        k, v = self.linear_kv(context).view(batch, context_len, 2, self.num_groups, self.head_dim).unbind(2)
+        out = dot_product_attention(
+            q, k, v,  # k, v: (B, Sk, Hkv, D)
+            use_flash=self.use_flash,
+            causal=False,
+            softmax_scale=self.softmax_scale,
+            dropout_p=self.dropout_p if self.training else 0.0,
+            key_padding_mask=context_padding_mask,
+        )  # (B, Sq, Hq, D)
+        return self.linear_proj(out.reshape(batch, seqlen, -1))  # (B, Sq, C)

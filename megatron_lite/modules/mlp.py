@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from megatron_lite.config import GPTModelConfig
+from megatron_lite.config import TransformerConfig
 
 
 def _squared_relu(x: torch.Tensor) -> torch.Tensor:
@@ -25,7 +25,7 @@ _ACTIVATIONS = {
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: GPTModelConfig) -> None:
+    def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.gated = cfg.gated_mlp
         # Gated: one fused projection whose output is [gate | up], split in forward.

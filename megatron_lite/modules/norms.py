@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from megatron_lite.config import GPTModelConfig
+from megatron_lite.config import TransformerConfig
 
 
-def build_norm(cfg: GPTModelConfig) -> nn.Module:
+def build_norm(cfg: TransformerConfig) -> nn.Module:
     if cfg.normalization == "rmsnorm":
         return nn.RMSNorm(cfg.hidden_size, eps=cfg.layernorm_epsilon)
     return nn.LayerNorm(cfg.hidden_size, eps=cfg.layernorm_epsilon)

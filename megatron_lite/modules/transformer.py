@@ -1,13 +1,20 @@
-"""Transformer layers (pre-LN or post-LN) and the stack, with Megatron's activation checkpointing."""
+"""Transformer layers (pre-LN or post-LN) and the stack, with Megatron's activation checkpointing.
+
+One layer serves every family: GPT's (causal self-attention, MLP), T5's encoder (bidirectional
+self-attention with key padding, MLP) and T5's decoder (causal self-attention, cross-attention to
+the encoder's output, MLP).
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from megatron_lite.config import GPTModelConfig
-from megatron_lite.modules.attention import SelfAttention
+from megatron_lite.config import TransformerConfig
+from megatron_lite.modules.attention import CrossAttention, SelfAttention
 from megatron_lite.modules.mlp import MLP
 from megatron_lite.modules.norms import build_norm
 
@@ -15,21 +22,44 @@ Rotary = tuple[torch.Tensor, torch.Tensor] | None
 
 
 class TransformerLayer(nn.Module):
-    def __init__(self, cfg: GPTModelConfig) -> None:
+    def __init__(self, cfg: TransformerConfig, *, causal: bool = True, cross_attention: bool = False) -> None:
         super().__init__()
         self.pre_ln = cfg.transformer_block_type == "pre_ln"
         self.attention_norm = build_norm(cfg)
-        self.attention = SelfAttention(cfg)
+        self.attention = SelfAttention(cfg, causal=causal)
+        self.cross_attention_norm = build_norm(cfg) if cross_attention else None
+        self.cross_attention = CrossAttention(cfg) if cross_attention else None
         self.mlp_norm = build_norm(cfg)
         self.mlp = MLP(cfg)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
-    def forward(self, x: torch.Tensor, rotary: Rotary, segment_ids: torch.Tensor | None) -> torch.Tensor:
+    def _residual(self, x: torch.Tensor, norm: nn.Module, branch) -> torch.Tensor:
+        """x + branch(x), with the norm before the branch (pre-LN) or after the sum (post-LN)."""
         if self.pre_ln:
-            x = x + self.dropout(self.attention(self.attention_norm(x), rotary, segment_ids))
-            return x + self.dropout(self.mlp(self.mlp_norm(x)))
-        x = self.attention_norm(x + self.dropout(self.attention(x, rotary, segment_ids)))
-        return self.mlp_norm(x + self.dropout(self.mlp(x)))
+            return x + self.dropout(branch(norm(x)))
+        return norm(x + self.dropout(branch(x)))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rotary: Rotary = None,
+        segment_ids: torch.Tensor | None = None,
+        *,
+        key_padding_mask: torch.Tensor | None = None,
+        relative_bias: torch.Tensor | None = None,
+        alibi_slopes: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        context_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x [B, S, C] -> [B, S, C]. context [B, Sk, C]: the encoder's output (decoder layers)."""
+        x = self._residual(x, self.attention_norm, lambda h: self.attention(
+            h, rotary, segment_ids, key_padding_mask=key_padding_mask,
+            relative_bias=relative_bias, alibi_slopes=alibi_slopes,
+        ))
+        if self.cross_attention is not None:
+            x = self._residual(x, self.cross_attention_norm,
+                               lambda h: self.cross_attention(h, context, context_padding_mask))
+        return self._residual(x, self.mlp_norm, self.mlp)
 
 
 class TransformerBlock(nn.Module):
@@ -41,19 +71,21 @@ class TransformerBlock(nn.Module):
     The recomputation replays the same dropout masks (torch saves and restores the RNG state).
     """
 
-    def __init__(self, cfg: GPTModelConfig) -> None:
+    def __init__(self, cfg: TransformerConfig, *, causal: bool = True, cross_attention: bool = False) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(
+            TransformerLayer(cfg, causal=causal, cross_attention=cross_attention)
+            for _ in range(cfg.num_layers)
+        )
         self.final_norm = build_norm(cfg) if cfg.transformer_block_type == "pre_ln" else None
         self.checkpoint_method = (
             cfg.activations_checkpoint_method if cfg.activations_checkpoint_granularity else None
         )
         self.checkpoint_layers = cfg.activations_checkpoint_num_layers
 
-    def _run_layers(self, start: int, end: int, x: torch.Tensor, rotary: Rotary,
-                    segment_ids: torch.Tensor | None) -> torch.Tensor:
+    def _run_layers(self, start: int, end: int, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         for layer in self.layers[start:end]:
-            x = layer(x, rotary, segment_ids)
+            x = layer(x, *args, **kwargs)
         return x
 
     def _spans(self) -> list[tuple[int, int, bool]]:
@@ -67,10 +99,33 @@ class TransformerBlock(nn.Module):
         rest = [(span, num_layers, False)] if span < num_layers else []
         return [(i, i + 1, True) for i in range(span)] + rest
 
-    def forward(self, x: torch.Tensor, rotary: Rotary, segment_ids: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rotary: Rotary = None, segment_ids: torch.Tensor | None = None,
+                **attention_inputs: torch.Tensor | None) -> torch.Tensor:
+        """x [B, S, C] -> [B, S, C]; attention_inputs: TransformerLayer.forward's keywords."""
         for start, end, checkpointed in self._spans():
             if checkpointed:
-                x = checkpoint(self._run_layers, start, end, x, rotary, segment_ids, use_reentrant=False)
+                x = checkpoint(self._run_layers, start, end, x, rotary, segment_ids,
+                               use_reentrant=False, **attention_inputs)
             else:
-                x = self._run_layers(start, end, x, rotary, segment_ids)
+                x = self._run_layers(start, end, x, rotary, segment_ids, **attention_inputs)
         return x if self.final_norm is None else self.final_norm(x)
+
+
+def init_weights(module: nn.Module, cfg: TransformerConfig) -> None:
+    """Megatron's init of `module` and everything in it: N(0, init_method_std) for weights
+    (embedding tables included), zero biases, and std / sqrt(2 num_layers) for the projections
+    that write into the residual stream, so its variance does not grow with depth."""
+    std = cfg.init_method_std
+    output_std = std / math.sqrt(2 * cfg.num_layers) if cfg.use_scaled_init_method else std
+    for child in module.modules():
+        if isinstance(child, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(child.weight, mean=0.0, std=std)
+            if isinstance(child, nn.Linear) and child.bias is not None:
+                nn.init.zeros_(child.bias)
+        elif isinstance(child, (nn.LayerNorm, nn.RMSNorm)):
+            child.reset_parameters()
+    for child in module.modules():
+        if isinstance(child, (SelfAttention, CrossAttention)):
+            nn.init.normal_(child.linear_proj.weight, mean=0.0, std=output_std)
+        elif isinstance(child, MLP):
+            nn.init.normal_(child.linear_fc2.weight, mean=0.0, std=output_std)

@@ -1,0 +1,116 @@
+"""T5: an encoder stack and a decoder stack over word embeddings, and an output layer.
+
+The encoder reads the corrupted text with bidirectional self-attention, its padding masked as
+keys; the decoder reads the target shifted right with causal self-attention, then attends to
+the encoder's output (cross-attention, the encoder's padding masked). Positions per stack:
+learned absolute embeddings, T5's relative bias (self-attention only, one table per stack shared
+by its layers), or ALiBi. The word embeddings are shared between the stacks and with the output
+layer, or not, as share_token_embeddings / share_decoder_tokens_head_embeddings say.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from megatron_lite.config import T5ModelConfig, T5StackConfig
+from megatron_lite.modules import RelativePositionBias, TransformerBlock, alibi_slopes, init_weights
+
+
+class T5Stack(nn.Module):
+    """One side of T5: its position handling, embedding dropout and transformer layers."""
+
+    def __init__(self, cfg: T5StackConfig, *, decoder: bool, max_position_embeddings: int,
+                 embedding_dropout: float) -> None:
+        super().__init__()
+        position = cfg.position_embedding_type
+        self.position_embeddings = (
+            nn.Embedding(max_position_embeddings, cfg.hidden_size)
+            if position == "learned_absolute" else None
+        )
+        self.relative_position_bias = (
+            RelativePositionBias(cfg, bidirectional=not decoder) if position == "relative" else None
+        )
+        # Fixed slopes: a function of the head count, so not saved in checkpoints.
+        slopes = alibi_slopes(cfg.num_attention_heads) if position == "alibi" else None
+        self.register_buffer("alibi_slopes", slopes, persistent=False)
+        self.dropout = nn.Dropout(embedding_dropout)
+        self.block = TransformerBlock(cfg, causal=decoder, cross_attention=decoder)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        key_padding_mask: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        context_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Word embeddings x [B, S, C] -> hidden states [B, S, C]."""
+        if self.position_embeddings is not None:
+            x = x + self.position_embeddings.weight[: x.shape[1]]
+        relative_bias = None if self.relative_position_bias is None else self.relative_position_bias()
+        return self.block(
+            self.dropout(x),
+            key_padding_mask=key_padding_mask,
+            relative_bias=relative_bias,  # (H, 2W + 1)
+            alibi_slopes=self.alibi_slopes,  # (H,)
+            context=context,
+            context_padding_mask=context_padding_mask,
+        )
+
+
+class T5Model(nn.Module):
+    def __init__(self, cfg: T5ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        hidden = cfg.encoder.hidden_size  # the decoder's too (checked by the config)
+        stack_options = dict(max_position_embeddings=cfg.max_position_embeddings,
+                             embedding_dropout=cfg.embedding_dropout)
+        # The encoder's word embeddings, and the decoder's unless share_token_embeddings=False.
+        self.word_embeddings = nn.Embedding(vocab_size, hidden)
+        self.decoder_word_embeddings = None if cfg.share_token_embeddings else nn.Embedding(vocab_size, hidden)
+        self.encoder = T5Stack(cfg.encoder, decoder=False, **stack_options)
+        self.decoder = T5Stack(cfg.decoder, decoder=True, **stack_options)
+        self.output_layer = (
+            None if cfg.share_decoder_tokens_head_embeddings
+            else nn.Linear(hidden, vocab_size, bias=False)
+        )
+        self.output_bias = nn.Parameter(torch.zeros(vocab_size)) if cfg.tokens_head_bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Megatron's init, each stack with its own init_method_std and depth; the word
+        embeddings with the encoder's std, the decoder's own table and the output layer with
+        the decoder's."""
+        init_weights(self.encoder, self.cfg.encoder)
+        init_weights(self.decoder, self.cfg.decoder)
+        nn.init.normal_(self.word_embeddings.weight, std=self.cfg.encoder.init_method_std)
+        for layer in (self.decoder_word_embeddings, self.output_layer):
+            if layer is not None:
+                nn.init.normal_(layer.weight, std=self.cfg.decoder.init_method_std)
+        if self.output_bias is not None:
+            nn.init.zeros_(self.output_bias)
+
+    def _decoder_embeddings(self) -> nn.Embedding:
+        return self.word_embeddings if self.decoder_word_embeddings is None else self.decoder_word_embeddings
+
+    def encode(self, text_enc: torch.Tensor, enc_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's output [B, S, C] for tokens text_enc [B, S]; enc_mask bool [B, S] is True
+        on real tokens (None: no padding)."""
+        return self.encoder(self.word_embeddings(text_enc), key_padding_mask=enc_mask)
+
+    def decode(self, text_dec: torch.Tensor, encoder_output: torch.Tensor,
+               enc_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, Sd, V] for decoder inputs text_dec [B, Sd] (the start token, then the
+        target shifted right) given the encoder's output [B, S, C] and its mask."""
+        y = self.decoder(self._decoder_embeddings()(text_dec), context=encoder_output,
+                         context_padding_mask=enc_mask)  # (B, Sd, C)
+        weight = self._decoder_embeddings().weight if self.output_layer is None else self.output_layer.weight
+        return F.linear(y, weight, self.output_bias)  # (B, Sd, V)
+
+    def forward(self, text_enc: torch.Tensor, text_dec: torch.Tensor,
+                enc_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, Sd, V] (teacher forcing)."""
+        return self.decode(text_dec, self.encode(text_enc, enc_mask), enc_mask)

@@ -1,4 +1,5 @@
-"""Text generation from a GPT: greedy or top-k sampling, one token at a time.
+"""Choosing the next token (greedy, or sampled with temperature, top-k and top-p), and text
+generation from a GPT one token at a time.
 
 No key/value cache: each step re-runs the model over the last encoder_seq_length tokens, which
 is simple and fast enough for the small models and short samples this serves.
@@ -12,6 +13,42 @@ from megatron_lite.models import GPTModel
 from megatron_lite.tokenizers import Tokenizer
 
 
+def sample_next_token(
+    logits: torch.Tensor,
+    *,
+    greedy: bool = False,
+    top_k: int = 0,
+    top_p: float = 0.0,
+    temperature: float = 1.0,
+    vocab_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Next ids [B] from float logits [B, V].
+
+    vocab_size: ids at or above it (the padding rows of the embedding table) are never chosen.
+    top_k: sample among the k likeliest tokens (0: all of them).
+    top_p: sample among the likeliest tokens whose probabilities first reach top_p together
+    (nucleus sampling; 0 or 1: all of them). Applied after top_k, as in NeMo and HF.
+    """
+    if vocab_size is not None:
+        logits = logits.clone()
+        logits[:, vocab_size:] = float("-inf")
+    if greedy:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if 0.0 < top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V)
+        sorted_probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a token once the likelier ones already hold top_p (the likeliest always stays).
+        before = sorted_probs.cumsum(dim=-1) - sorted_probs
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(before >= top_p, float("-inf")))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
 @torch.no_grad()
 def generate_ids(
     model: GPTModel,
@@ -20,16 +57,14 @@ def generate_ids(
     *,
     greedy: bool = False,
     top_k: int = 0,
+    top_p: float = 0.0,
     temperature: float = 1.0,
     vocab_size: int | None = None,
     stop_id: int | None = None,
     generator: torch.Generator | None = None,
 ) -> list[int]:
-    """The ids generated after `prompt_ids` (at most tokens_to_generate, ending at stop_id).
-
-    vocab_size: ids at or above it (the padding rows of the embedding table) are never chosen.
-    top_k: sample among the k likeliest tokens (0: all of them).
-    """
+    """The ids generated after `prompt_ids` (at most tokens_to_generate, ending at stop_id);
+    the sampling options are `sample_next_token`'s."""
     if not prompt_ids:
         raise ValueError("generation needs at least one prompt token")
     was_training = model.training
@@ -39,18 +74,11 @@ def generate_ids(
     ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
     generated: list[int] = []
     for _ in range(tokens_to_generate):
-        logits = model(ids[:, -context:])[0, -1].float()  # (V,)
-        if vocab_size is not None:
-            logits[vocab_size:] = float("-inf")
-        if greedy:
-            next_id = int(logits.argmax())
-        else:
-            logits = logits / temperature
-            if top_k > 0:
-                kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            probs = torch.softmax(logits, dim=-1)
-            next_id = int(torch.multinomial(probs, 1, generator=generator))
+        logits = model(ids[:, -context:])[:, -1].float()  # (1, V)
+        next_id = int(sample_next_token(
+            logits, greedy=greedy, top_k=top_k, top_p=top_p, temperature=temperature,
+            vocab_size=vocab_size, generator=generator,
+        )[0])
         generated.append(next_id)
         if next_id == stop_id:
             break
@@ -67,6 +95,7 @@ def generate_text(
     *,
     greedy: bool = False,
     top_k: int = 0,
+    top_p: float = 0.0,
     temperature: float = 1.0,
     seed: int = 0,
 ) -> str:
@@ -77,7 +106,7 @@ def generate_text(
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     new_ids = generate_ids(
-        model, prompt_ids, tokens_to_generate, greedy=greedy, top_k=top_k,
+        model, prompt_ids, tokens_to_generate, greedy=greedy, top_k=top_k, top_p=top_p,
         temperature=temperature, vocab_size=tokenizer.vocab_size, stop_id=tokenizer.eod_id,
         generator=generator,
     )

@@ -9,9 +9,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch import nn
-
-from megatron_lite.models import GPTModel
 
 
 def rng_state() -> dict[str, Any]:
@@ -67,18 +64,6 @@ class RNGStateCallback(pl.Callback):
             self._pending = None
 
 
-def matmul_flops_per_token(model: GPTModel, seq_length: int) -> float:
-    """Training FLOPs per token, Megatron / PaLM style: 6 x (weights used in matmuls, output
-    layer included) + 12 x layers x attention width x sequence (scores and weighted values, no
-    causal discount). Activation recomputation is not counted: this is *model* FLOPs."""
-    cfg = model.cfg
-    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
-    if model.output_layer is None:  # tied: the embedding table is also the output matmul
-        weights += model.embedding.word_embeddings.weight.numel()
-    attention = 12 * cfg.num_layers * cfg.num_attention_heads * cfg.head_dim * seq_length
-    return 6 * weights + attention
-
-
 # Dense 16-bit tensor-core peaks. Lightning's table lists H200's sparse figure, so ours wins.
 _PEAK_16BIT = {"h100": 989e12, "h200": 989e12}
 
@@ -101,13 +86,16 @@ def peak_flops(device: torch.device, precision: str) -> float | None:
 class ThroughputMonitor(pl.Callback):
     """Logs tokens/s (all ranks together) per optimizer step, and MFU where a GPU peak is known.
 
+    tokens_per_step counts every position fed through the model, padding included (for T5 the
+    encoder's and the decoder's); flops_per_step is the family's model FLOPs of one step.
+
     A step's time runs from the previous optimizer step to this one, less any validation and
     checkpointing in between.
     """
 
-    def __init__(self, tokens_per_step: int, flops_per_token: float, precision: str) -> None:
+    def __init__(self, tokens_per_step: int, flops_per_step: float, precision: str) -> None:
         self.tokens_per_step = tokens_per_step
-        self.flops_per_token = flops_per_token
+        self.flops_per_step = flops_per_step
         self.precision = precision
         self._peak: float | None = None
         self._last: float | None = None
@@ -131,9 +119,9 @@ class ThroughputMonitor(pl.Callback):
                                  optimizer: torch.optim.Optimizer) -> None:
         now = time.perf_counter()
         if self._last is not None:
-            tokens_per_sec = self.tokens_per_step / (now - self._last - self._paused)
-            pl_module.log("tokens_per_sec", tokens_per_sec)
+            step_time = now - self._last - self._paused
+            pl_module.log("tokens_per_sec", self.tokens_per_step / step_time)
             if self._peak is not None:
-                pl_module.log("mfu", tokens_per_sec * self.flops_per_token / self._peak)
+                pl_module.log("mfu", self.flops_per_step / step_time / self._peak)
         self._last = now
         self._paused = 0.0

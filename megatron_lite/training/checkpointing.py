@@ -1,8 +1,8 @@
 """Checkpoint files: complete-or-absent writes, reading, and restoring weights into a new run.
 
 A checkpoint is Lightning's dict (model, optimizer, scheduler and loop states, callback states)
-plus what GPTLightningModule.on_save_checkpoint adds: the config it was made with, the padded
-vocabulary size and the consumed samples.
+plus what MegatronLightningModule.on_save_checkpoint adds: the config it was made with, the
+model family, the padded vocabulary size and the consumed samples.
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from megatron_lite.config import GPTConfig, GPTModelConfig, config_from_dict
-from megatron_lite.models import GPTModel
-from megatron_lite.training.module import CONFIG_KEY, VOCAB_KEY
+from torch import nn
 
-MODEL_PREFIX = "model."  # GPTLightningModule.model's key prefix in Lightning's state_dict
+from megatron_lite.config import RunConfig, config_from_dict
+from megatron_lite.training.families import family_named, family_of_model
+from megatron_lite.training.family import ModelFamily
+from megatron_lite.training.gpt import GPT
+from megatron_lite.training.module import CONFIG_KEY, FAMILY_KEY, VOCAB_KEY
+
+MODEL_PREFIX = "model."  # MegatronLightningModule.model's key prefix in Lightning's state_dict
 TEMP_SUFFIX = ".tmp"
 
 
@@ -82,33 +86,13 @@ def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     return checkpoint
 
 
-def architecture(cfg: GPTModelConfig, vocab_size: int) -> dict[str, Any]:
-    """What fixes the parameters and their meaning; everything else may change on fine-tuning
-    (dropout, flash attention, data, batch sizes, lr, rotary_base, interpolation factor...)."""
-    arch = {
-        "num_layers": cfg.num_layers,
-        "hidden_size": cfg.hidden_size,
-        "ffn_hidden_size": cfg.ffn_hidden_size,
-        "num_attention_heads": cfg.num_attention_heads,
-        "num_query_groups": cfg.query_groups,
-        "kv_channels": cfg.head_dim,
-        "normalization": cfg.normalization,
-        "activation": cfg.activation,
-        "bias": cfg.bias,
-        "transformer_block_type": cfg.transformer_block_type,
-        "position_embedding_type": cfg.position_embedding_type,
-        "share_embeddings_and_output_weights": cfg.share_embeddings_and_output_weights,
-        "padded_vocab_size": vocab_size,
-    }
-    if cfg.position_embedding_type == "learned_absolute":
-        arch["max_position_embeddings"] = cfg.max_position_embeddings
-    else:
-        arch["rotary_percentage"] = cfg.rotary_percentage
-    return arch
+def checkpoint_family(checkpoint: dict[str, Any]) -> ModelFamily:
+    # Checkpoints written before T5 existed name no family: they are GPT's.
+    return family_named(checkpoint.get(FAMILY_KEY, GPT.name))
 
 
-def checkpoint_config(checkpoint: dict[str, Any]) -> GPTConfig:
-    return config_from_dict(checkpoint[CONFIG_KEY])
+def checkpoint_config(checkpoint: dict[str, Any]) -> RunConfig:
+    return config_from_dict(checkpoint[CONFIG_KEY], checkpoint_family(checkpoint).config_type)
 
 
 def model_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -117,11 +101,17 @@ def model_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
             if key.startswith(MODEL_PREFIX)}
 
 
-def check_structure(model: GPTModel, checkpoint: dict[str, Any], source: str) -> None:
-    """Refuse a checkpoint whose architecture differs from `model`'s, listing every difference
-    (rather than letting load_state_dict fail on the first mismatched shape)."""
-    saved = architecture(checkpoint_config(checkpoint).model, checkpoint[VOCAB_KEY])
-    wanted = architecture(model.cfg, model.vocab_size)
+def check_structure(model: nn.Module, checkpoint: dict[str, Any], source: str) -> None:
+    """Refuse a checkpoint whose family or architecture differs from `model`'s, listing every
+    difference (rather than letting load_state_dict fail on the first mismatched shape)."""
+    family, saved_family = family_of_model(model), checkpoint_family(checkpoint)
+    if saved_family is not family:
+        raise ValueError(
+            f"{source}: the checkpoint holds a {saved_family.name} model, this config builds a "
+            f"{family.name} model"
+        )
+    saved = family.architecture(checkpoint_config(checkpoint).model, checkpoint[VOCAB_KEY])
+    wanted = family.architecture(model.cfg, model.vocab_size)
 
     def show(arch: dict[str, Any], key: str) -> str:
         return repr(arch[key]) if key in arch else "not used"
@@ -139,17 +129,17 @@ def check_structure(model: GPTModel, checkpoint: dict[str, Any], source: str) ->
         )
 
 
-def restore_weights(model: GPTModel, path: str | Path) -> None:
+def restore_weights(model: nn.Module, path: str | Path) -> None:
     """Load a checkpoint's weights into `model` (restore_from_path)."""
     checkpoint = read_checkpoint(path)
     check_structure(model, checkpoint, f"restore_from_path={path}")
     model.load_state_dict(model_state_dict(checkpoint), strict=True)
 
 
-def load_model(path: str | Path) -> tuple[GPTModel, GPTConfig]:
+def load_model(path: str | Path) -> tuple[nn.Module, RunConfig]:
     """The model of a checkpoint, built from the config it holds (for generation)."""
     checkpoint = read_checkpoint(path)
     cfg = checkpoint_config(checkpoint)
-    model = GPTModel(cfg.model, checkpoint[VOCAB_KEY])
+    model = checkpoint_family(checkpoint).model_type(cfg.model, checkpoint[VOCAB_KEY])
     model.load_state_dict(model_state_dict(checkpoint), strict=True)
     return model.eval(), cfg

@@ -1,4 +1,4 @@
-"""Megatron's pretraining sampler and the data module that feeds the GPT LightningModule."""
+"""Megatron's pretraining sampler and the data module that feeds the LightningModule (any family)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from megatron_lite.config import GPTConfig
+from megatron_lite.config import RunConfig
 
 
 class MegatronPretrainingSampler(Sampler[list[int]]):
@@ -48,7 +48,7 @@ class MegatronPretrainingSampler(Sampler[list[int]]):
             yield list(range(first, first + self.micro_batch_size))
 
 
-class GPTDataModule(pl.LightningDataModule):
+class MegatronDataModule(pl.LightningDataModule):
     """Train and validation loaders over already-built datasets.
 
     The train loader starts at the LightningModule's consumed_samples, which a resumed run has
@@ -56,7 +56,7 @@ class GPTDataModule(pl.LightningDataModule):
     the same first limit_val_batches global batches, so its losses are comparable over a run.
     """
 
-    def __init__(self, cfg: GPTConfig, train_dataset: Dataset, valid_dataset: Dataset) -> None:
+    def __init__(self, cfg: RunConfig, train_dataset: Dataset, valid_dataset: Dataset) -> None:
         super().__init__()
         self.cfg = cfg
         self.train_dataset = train_dataset

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
-from megatron_lite.config import GPTConfig, config_to_yaml
+from megatron_lite.config import RunConfig, config_to_yaml
 from megatron_lite.training.checkpointing import complete_checkpoints, last_checkpoint, read_checkpoint
 from megatron_lite.training.loggers import CSVMetricsLogger
 
@@ -33,7 +33,7 @@ class RunPaths:
     resume_step: int | None  # its global step
 
 
-def run_log_dir(cfg: GPTConfig) -> Path:
+def run_log_dir(cfg: RunConfig) -> Path:
     exp = cfg.exp_manager
     if exp.explicit_log_dir is not None:
         return Path(exp.explicit_log_dir)
@@ -44,7 +44,7 @@ def run_log_dir(cfg: GPTConfig) -> Path:
     return log_dir / version if version else log_dir
 
 
-def prepare_run(cfg: GPTConfig) -> RunPaths:
+def prepare_run(cfg: RunConfig) -> RunPaths:
     """Resolve the run folder and the checkpoint to resume from; refuse to clobber a run."""
     exp = cfg.exp_manager
     log_dir = run_log_dir(cfg)
@@ -78,14 +78,14 @@ def prepare_run(cfg: GPTConfig) -> RunPaths:
     return RunPaths(log_dir, checkpoint_dir, resume_from, resume_step)
 
 
-def save_config(cfg: GPTConfig, run: RunPaths) -> Path:
+def save_config(cfg: RunConfig, run: RunPaths) -> Path:
     run.log_dir.mkdir(parents=True, exist_ok=True)
     path = run.log_dir / "config.yaml"
     path.write_text(config_to_yaml(cfg))
     return path
 
 
-def build_loggers(cfg: GPTConfig, run: RunPaths) -> list[Logger]:
+def build_loggers(cfg: RunConfig, run: RunPaths) -> list[Logger]:
     exp = cfg.exp_manager
     loggers: list[Logger] = []
     if exp.create_tensorboard_logger:
@@ -117,7 +117,7 @@ class SaveLastOnTrainEnd(pl.Callback):
             trainer.save_checkpoint(str(self.path))
 
 
-def build_checkpoint_callbacks(cfg: GPTConfig, run: RunPaths) -> list[pl.Callback]:
+def build_checkpoint_callbacks(cfg: RunConfig, run: RunPaths) -> list[pl.Callback]:
     params = cfg.exp_manager.checkpoint_callback_params
     callbacks: list[pl.Callback] = [ModelCheckpoint(
         dirpath=str(run.checkpoint_dir),

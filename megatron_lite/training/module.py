@@ -1,4 +1,5 @@
-"""The GPT LightningModule: loss, optimizer and schedule, and what a checkpoint carries."""
+"""The LightningModule of every family: the family's model and loss, AdamW and NeMo's schedules,
+and what a checkpoint carries."""
 
 from __future__ import annotations
 
@@ -6,31 +7,24 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
-from megatron_lite.config import GPTConfig, config_to_dict
-from megatron_lite.models import GPTModel
+from megatron_lite.config import RunConfig, config_to_dict
+from megatron_lite.training.families import family_of
 from megatron_lite.training.optim import build_optimizer, build_scheduler
 
 # Keys this module adds to Lightning's checkpoint dict.
 CONFIG_KEY = "megatron_lite_config"
+FAMILY_KEY = "model_family"
 VOCAB_KEY = "padded_vocab_size"
 CONSUMED_KEY = "consumed_samples"
 
 
-def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the positions where loss_mask is 1 (float32 whatever the logits)."""
-    losses = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")  # (B*S,)
-    mask = loss_mask.flatten().float()
-    # A micro-batch with every position masked contributes 0, not NaN.
-    return (losses * mask).sum() / mask.sum().clamp(min=1.0)
-
-
-class GPTLightningModule(pl.LightningModule):
-    def __init__(self, cfg: GPTConfig, vocab_size: int) -> None:
+class MegatronLightningModule(pl.LightningModule):
+    def __init__(self, cfg: RunConfig, vocab_size: int) -> None:
         super().__init__()
         self.cfg = cfg
-        self.model = GPTModel(cfg.model, vocab_size)
+        self.family = family_of(cfg)
+        self.model = self.family.model_type(cfg.model, vocab_size)
         # Data position at the start of this run (Megatron's consumed samples), from a checkpoint.
         self.init_consumed_samples = 0
         self.init_global_step = 0
@@ -43,9 +37,7 @@ class GPTLightningModule(pl.LightningModule):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss of one micro-batch."""
-        segment_ids = batch["segment_ids"] if self.cfg.model.data.reset_attention_mask else None
-        logits = self.model(batch["tokens"], batch["position_ids"], segment_ids)  # (B, S, V)
-        return masked_lm_loss(logits, batch["labels"], batch["loss_mask"])
+        return self.family.loss(self.model, batch, self.cfg)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch)
@@ -76,7 +68,8 @@ class GPTLightningModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss = self(batch)
-        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["tokens"].shape[0])
+        # The sampler yields whole micro-batches only.
+        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=self.cfg.model.micro_batch_size)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.model, self.cfg, self.device)
@@ -85,6 +78,7 @@ class GPTLightningModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = config_to_dict(self.cfg)
+        checkpoint[FAMILY_KEY] = self.family.name
         checkpoint[VOCAB_KEY] = self.model.vocab_size
         checkpoint[CONSUMED_KEY] = self.consumed_samples
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from megatron_lite.config import GPTConfig
+from megatron_lite.config import RunConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -22,7 +22,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: GPTConfig, device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.AdamW:
     optim = cfg.model.optim
     # Fused: one kernel per step on CUDA. Not under fp16's loss scaler: a fused AdamW unscales
     # inside its step, after gradient clipping and the logged gradient norm would have seen
@@ -37,7 +37,7 @@ def build_optimizer(model: nn.Module, cfg: GPTConfig, device: torch.device) -> t
     )
 
 
-def lr_at_step(step: int, cfg: GPTConfig) -> float:
+def lr_at_step(step: int, cfg: RunConfig) -> float:
     """The learning rate of optimizer step `step` (0-based) under NeMo's schedule semantics.
 
     Linear warm-up to optim.lr over the warm-up steps, then a cosine (CosineAnnealing) or linear
@@ -61,6 +61,6 @@ def lr_at_step(step: int, cfg: GPTConfig) -> float:
     return sched.min_lr + (max_lr - sched.min_lr) * fraction
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: GPTConfig) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig) -> torch.optim.lr_scheduler.LambdaLR:
     max_lr = cfg.model.optim.lr
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at_step(step, cfg) / max_lr)

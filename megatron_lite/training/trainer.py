@@ -7,17 +7,18 @@ from collections.abc import Sequence
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 
-from megatron_lite.config import GPTConfig
+from megatron_lite.config import RunConfig
 from megatron_lite.training.callbacks import RNGStateCallback, ThroughputMonitor
 from megatron_lite.training.checkpointing import AtomicCheckpointIO
 from megatron_lite.training.exp_manager import RunPaths, build_checkpoint_callbacks, build_loggers
 
 
 def build_trainer(
-    cfg: GPTConfig,
+    cfg: RunConfig,
     run: RunPaths,
     *,
-    flops_per_token: float,
+    tokens_per_step: int,
+    flops_per_step: float,
     callbacks: Sequence[pl.Callback] = (),
 ) -> pl.Trainer:
     trainer_cfg = cfg.trainer
@@ -25,8 +26,8 @@ def build_trainer(
     all_callbacks: list[pl.Callback] = [
         RNGStateCallback(),
         ThroughputMonitor(
-            tokens_per_step=cfg.model.global_batch_size * cfg.model.encoder_seq_length,
-            flops_per_token=flops_per_token,
+            tokens_per_step=tokens_per_step,
+            flops_per_step=flops_per_step,
             precision=trainer_cfg.lightning_precision,
         ),
         *callbacks,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from megatron_lite.training import GPTLightningModule, train
+from megatron_lite.training import MegatronLightningModule, train
 from tests.gpt_testing import compose_gpt, tiny_overrides, write_tiny_corpus
 
 
@@ -19,7 +19,7 @@ def tiny_corpus(tmp_path_factory) -> str:
 @dataclass
 class TrainedRun:
     log_dir: Path
-    module: GPTLightningModule
+    module: MegatronLightningModule
 
 
 @pytest.fixture(scope="session")

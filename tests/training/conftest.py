@@ -30,3 +30,16 @@ def trained_run(tiny_corpus, tmp_path_factory) -> TrainedRun:
         "trainer.max_steps": 16, "inference.tokens_to_generate": 16,
     }))
     return TrainedRun(log_dir, train(cfg))
+
+
+@pytest.fixture(scope="session")
+def t5_trained_run(tiny_corpus, tmp_path_factory) -> TrainedRun:
+    """16 steps of the tiny byte-level T5, validating every 4."""
+    from tests.t5_testing import compose_t5, tiny_t5_overrides  # noqa: PLC0415
+
+    log_dir = tmp_path_factory.mktemp("runs") / "t5_trained"
+    cfg = compose_t5(tiny_t5_overrides(tiny_corpus, log_dir, {
+        "trainer.max_steps": 16, "inference.tokens_to_generate": 8,
+        "inference.prompt": "'the cat <extra_id_0> the ball.'",
+    }))
+    return TrainedRun(log_dir, train(cfg))

@@ -8,7 +8,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from megatron_lite.config import T5Config, T5StackConfig, config_from_dict, config_to_dict
-from tests.gpt_testing import compose_raw
+from tests.gpt_testing import CONF_DIR, compose_raw
 from tests.t5_testing import compose_t5
 
 DATA = ["model.data.data_prefix=[/data/x_text_document]", "model.tokenizer.model=/data/tok.model"]
@@ -29,6 +29,11 @@ def test_both_stacks_come_from_the_base_config_and_override_separately():
 
 def test_the_base_config_alone_is_one_typed_stack():
     assert isinstance(OmegaConf.to_object(compose_raw(config_name="megatron_model_base_config")), T5StackConfig)
+
+
+@pytest.mark.parametrize("preset", sorted((CONF_DIR / "preset" / "t5").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_t5_preset_composes_and_validates(preset):
+    assert isinstance(compose_t5([f"+preset=t5/{preset.stem}"]), T5Config)
 
 
 def test_cpu_preset_is_small_and_points_at_the_default_corpus():

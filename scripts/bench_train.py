@@ -1,0 +1,88 @@
+"""Training tokens/s and peak memory with the flash switches on vs off, one config per row.
+
+    python scripts/bench_train.py --config-name megatron_t5_config --lengths 512:128,2048:512 \
+        --variants off,encoder,decoder,on --out t5_train.md -- +preset=t5/bench
+    python scripts/bench_train.py --config-name megatron_gpt_config --lengths 2048,8192 -- \
+        +preset=cpu_default trainer.accelerator=gpu trainer.precision=bf16-mixed
+
+Everything after `--` is a Hydra override of the config, as for scripts/train.py; --lengths
+sets model.seq_length:model.data.seq_length_dec (T5) or model.encoder_seq_length (GPT), and each
+variant sets the flash switches. A variant that fails (e.g. out of memory) is a table entry.
+"""
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from megatron_lite.benchmarks.training import (
+    SWITCHES,
+    TABLE_HEADER,
+    format_row,
+    length_overrides,
+    measure_training,
+)
+from megatron_lite.config import register_configs, reject_unknown_keys
+from megatron_lite.training import family_of
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-name", default="megatron_t5_config")
+    parser.add_argument("--config-path", default=str(CONF), help="folder of the config (absolute)")
+    parser.add_argument("--lengths", default="512:128,2048:512", help="comma-separated; S:S_dec for T5")
+    parser.add_argument("--variants", default="off,on", help="flash switches: off, on (T5 also encoder, decoder)")
+    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compile, autotune)")
+    parser.add_argument("--out", default="", help="write the markdown table here")
+    parser.add_argument("--json", default="", help="write every measurement here")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    register_configs()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    lines = [f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, "
+             f"torch {torch.__version__}; {args.steps} timed steps after {args.warmup}", "", *TABLE_HEADER]
+    records = []
+    with initialize_config_dir(config_dir=args.config_path, version_base="1.3"):
+        base = OmegaConf.to_object(compose(config_name=args.config_name, overrides=args.overrides))
+        family = family_of(base).name
+        for lengths in args.lengths.split(","):
+            for variant in args.variants.split(","):
+                if variant not in SWITCHES[family]:
+                    sys.exit(f"unknown variant {variant!r} for {family}; choose from {sorted(SWITCHES[family])}")
+                overrides = [*args.overrides, *length_overrides(family, lengths), *SWITCHES[family][variant]]
+                cfg = OmegaConf.to_object(compose(config_name=args.config_name, overrides=overrides))
+                reject_unknown_keys(cfg)
+                try:
+                    result = measure_training(cfg, steps=args.steps, warmup=args.warmup, device=device)
+                    lines.append(format_row(lengths, variant, cfg, result))
+                    records.append({"lengths": lengths, "variant": variant, **vars(result)})
+                except (torch.OutOfMemoryError, RuntimeError) as error:
+                    message = "".join(traceback.format_exception_only(error)).strip().splitlines()[0][:120]
+                    lines.append(format_row(lengths, variant, cfg, None, f"failed: {message}"))
+                    records.append({"lengths": lengths, "variant": variant, "error": message})
+                finally:
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    if args.out:
+        Path(args.out).write_text(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -27,7 +27,8 @@ def _warn_flash_unavailable(device_type: str) -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return
     warnings.warn(
-        f"model.use_flash_attention=True, but the Triton kernel cannot run on '{device_type}' "
+        f"use_flash_attention=True (model.*, or model.encoder / model.decoder for T5), but the "
+        f"Triton kernel cannot run on '{device_type}' "
         "(it needs a CUDA GPU, or TRITON_INTERPRET=1 set before start-up to run it slowly on "
         "the CPU): using the PyTorch attention path instead",
         stacklevel=3,

@@ -48,7 +48,13 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    args = parse_args()
+    try:
+        run(parse_args())
+    except ValueError as error:  # a bad config or data: one message, as scripts/train.py
+        sys.exit(f"Error: {error}")
+
+
+def run(args: argparse.Namespace) -> None:
     register_configs()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     lines = [f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, "

@@ -66,7 +66,8 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 
 def config_from_dict(values: dict[str, Any], schema: type[RunConfig] = GPTConfig) -> RunConfig:
-    """The inverse of `config_to_dict` for a config of `schema`, validated like a YAML file."""
+    """The inverse of `config_to_dict` for a config of `schema` (a root type of `SCHEMAS`),
+    validated like a YAML file."""
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
     reject_unknown_keys(cfg)
     return cfg

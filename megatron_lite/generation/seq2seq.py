@@ -43,12 +43,14 @@ def generate_seq2seq_ids(
     (T5 uses the pad token) and ends when every row has written stop_id; a row that has
     stopped repeats stop_id. The sampling options are `sample_next_token`'s.
     """
-    decoder_cfg, max_positions = model.cfg.decoder, model.cfg.max_position_embeddings
-    if decoder_cfg.position_embedding_type == "learned_absolute" and tokens_to_generate > max_positions:
-        raise ValueError(
-            f"tokens_to_generate={tokens_to_generate} exceeds the decoder's learned positions "
-            f"(model.max_position_embeddings={max_positions})"
-        )
+    max_positions = model.cfg.max_position_embeddings
+    for stack, length, what in ((model.cfg.encoder, encoder_ids.shape[1], "the encoder input's length"),
+                                (model.cfg.decoder, tokens_to_generate, "tokens_to_generate")):
+        if stack.position_embedding_type == "learned_absolute" and length > max_positions:
+            raise ValueError(
+                f"{what} ({length}) exceeds the learned positions "
+                f"(model.max_position_embeddings={max_positions})"
+            )
     was_training = model.training
     model.eval()
     encoder_output = model.encode(encoder_ids, enc_mask)  # (B, S, C)

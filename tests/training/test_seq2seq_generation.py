@@ -133,3 +133,13 @@ def test_generate_script_on_a_t5_checkpoint(t5_trained_run):
     assert result.returncode == 0, result.stderr
     output, filled = result.stdout.splitlines()[:2]
     assert output.startswith("output:    ") and filled.startswith("filled in: the cat")
+
+
+def test_learned_positions_bound_the_lengths():
+    model = T5Model(tiny_t5_config(stack={"position_embedding_type": "learned_absolute"}), VOCAB).eval()
+    # max_position_embeddings = 20 (the encoder length)
+    with pytest.raises(ValueError, match=r"tokens_to_generate \(21\) exceeds the learned positions"):
+        generate_seq2seq_ids(model, torch.zeros(1, 20, dtype=torch.long), 21, start_id=START)
+    with pytest.raises(ValueError, match=r"the encoder input's length \(24\) exceeds"):
+        generate_seq2seq_ids(model, torch.zeros(1, 24, dtype=torch.long), 4, start_id=START)
+    assert generate_seq2seq_ids(model, torch.zeros(1, 20, dtype=torch.long), 20, start_id=START).shape == (1, 20)

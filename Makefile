@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH_CPU_VERSION ?= 2.13.0
 
-.PHONY: setup train test test-gpu clean
+.PHONY: setup train train-t5 test test-gpu clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ setup: $(VENV)/.installed
 train: setup
 	$(PY) scripts/prepare_default_corpus.py
 	$(PY) scripts/train.py --config-name=megatron_gpt_config +preset=cpu_default
+
+train-t5: setup
+	$(PY) scripts/prepare_default_corpus.py
+	$(PY) scripts/train.py --config-name=megatron_t5_config +preset=t5/cpu_default
 
 test: setup
 	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc

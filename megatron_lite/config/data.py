@@ -8,6 +8,7 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
+from megatron_lite.config.checks import require_at_least
 
 @dataclass
 class TokenizerConfig:
@@ -56,8 +57,7 @@ class DataConfig:
                 "model.data.validation_drop_last=False is not implemented: validation uses whole "
                 "global batches"
             )
-        if self.num_workers < 0:
-            raise ValueError(f"model.data.num_workers must be >= 0, got {self.num_workers}")
+        require_at_least(self, "model.data.", 0, "num_workers")
         if self.data_prefix != MISSING and len(self.data_prefix) == 0:
             raise ValueError("model.data.data_prefix is empty; name at least one .bin/.idx prefix")
 
@@ -80,8 +80,7 @@ class T5DataConfig(DataConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.seq_length_dec < 1:
-            raise ValueError(f"model.data.seq_length_dec must be >= 1, got {self.seq_length_dec}")
+        require_at_least(self, "model.data.", 1, "seq_length_dec")
         if not 0.0 < self.masked_lm_prob < 1.0:
             raise ValueError(f"model.data.masked_lm_prob must be in (0, 1), got {self.masked_lm_prob}")
         if self.mean_ngram_size < 1:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from megatron_lite.config.checks import require_at_least
 from megatron_lite.config.data import GPTDataConfig, TokenizerConfig
 from megatron_lite.config.optim import OptimConfig
 from megatron_lite.config.transformer import TransformerConfig
@@ -38,9 +39,8 @@ class ModelCommonConfig:
             )
         if self.pipeline_model_parallel_size != 1:
             raise ValueError("model.pipeline_model_parallel_size > 1 is not implemented")
-        for key in ("micro_batch_size", "global_batch_size", "make_vocab_size_divisible_by"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        require_at_least(self, "model.", 1, "micro_batch_size", "global_batch_size",
+                         "make_vocab_size_divisible_by")
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError(
                 f"model.global_batch_size={self.global_batch_size} is not a multiple of "
@@ -64,9 +64,7 @@ class GPTModelConfig(ModelCommonConfig, TransformerConfig):
     def __post_init__(self) -> None:
         self.check_common()
         self.check_transformer("model.")
-        for key in ("encoder_seq_length", "max_position_embeddings"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        require_at_least(self, "model.", 1, "encoder_seq_length", "max_position_embeddings")
         self._check_positions()
         if self.data.seq_length is not None and self.data.seq_length != self.encoder_seq_length:
             raise ValueError(

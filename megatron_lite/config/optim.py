@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from megatron_lite.config.checks import require_at_least
 # NeMo's fused_adam is Apex's FusedAdam in AdamW mode: both names give torch's AdamW here.
 OPTIMIZERS = ("fused_adam", "adamw")
 SCHEDULERS = ("CosineAnnealing", "WarmupAnnealing")
@@ -31,16 +32,10 @@ class SchedConfig:
             raise ValueError(
                 "model.optim.sched.warmup_steps and model.optim.sched.warmup_ratio are exclusive"
             )
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ValueError(f"model.optim.sched.warmup_steps must be >= 0, got {self.warmup_steps}")
+        require_at_least(self, "model.optim.sched.", 0, "warmup_steps", "constant_steps", "min_lr")
         if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"model.optim.sched.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.constant_steps < 0:
-            raise ValueError(f"model.optim.sched.constant_steps must be >= 0, got {self.constant_steps}")
-        if self.min_lr < 0:
-            raise ValueError(f"model.optim.sched.min_lr must be >= 0, got {self.min_lr}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"model.optim.sched.max_steps must be >= 1, got {self.max_steps}")
+        require_at_least(self, "model.optim.sched.", 1, "max_steps")
 
 
 @dataclass
@@ -60,8 +55,7 @@ class OptimConfig:
             )
         if self.lr <= 0:
             raise ValueError(f"model.optim.lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"model.optim.weight_decay must be >= 0, got {self.weight_decay}")
+        require_at_least(self, "model.optim.", 0, "weight_decay")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"model.optim.betas must be two numbers in [0, 1), got {list(self.betas)}")
         if self.sched is not None and self.sched.min_lr > self.lr:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from megatron_lite.config.checks import require_at_least
 from megatron_lite.config.data import T5DataConfig, TokenizerConfig
 from megatron_lite.config.model import ModelCommonConfig
 from megatron_lite.config.run import RunConfig
@@ -88,9 +89,7 @@ class T5ModelConfig(ModelCommonConfig):
                 "the decoder's cross-attention reads the encoder's output, and the stacks share "
                 "the word embeddings"
             )
-        for key in ("seq_length", "max_position_embeddings"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        require_at_least(self, "model.", 1, "seq_length", "max_position_embeddings")
         if not 0.0 <= self.embedding_dropout < 1.0:
             raise ValueError(f"model.embedding_dropout must be in [0, 1), got {self.embedding_dropout}")
         if self.data.seq_length is not None and self.data.seq_length != self.seq_length:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from megatron_lite.config.checks import require_at_least
 # NeMo's and Lightning's spellings of a precision -> Lightning's canonical one.
 PRECISIONS = {
     "16": "16-mixed",
@@ -62,14 +63,9 @@ class TrainerConfig:
             raise ValueError(
                 f"trainer.strategy={self.strategy!r} is not implemented; choose one of {STRATEGIES}"
             )
-        for key in ("devices", "num_nodes", "max_steps", "val_check_interval", "limit_val_batches",
-                    "log_every_n_steps"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"trainer.{key} must be >= 1, got {getattr(self, key)}")
-        if self.num_sanity_val_steps < 0:
-            raise ValueError(f"trainer.num_sanity_val_steps must be >= 0, got {self.num_sanity_val_steps}")
-        if self.gradient_clip_val < 0:
-            raise ValueError(f"trainer.gradient_clip_val must be >= 0, got {self.gradient_clip_val}")
+        require_at_least(self, "trainer.", 1, "devices", "num_nodes", "max_steps",
+                         "val_check_interval", "limit_val_batches", "log_every_n_steps")
+        require_at_least(self, "trainer.", 0, "num_sanity_val_steps", "gradient_clip_val")
         if self.max_epochs != -1:
             raise ValueError(
                 f"trainer.max_epochs={self.max_epochs} is not implemented: training length is "

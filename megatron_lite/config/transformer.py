@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+from megatron_lite.config.checks import require_at_least
 NORMALIZATIONS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("gelu", "relu", "squared-relu", "geglu", "reglu", "swiglu")
 GATED_ACTIVATIONS = ("geglu", "reglu", "swiglu")
@@ -59,9 +60,8 @@ class TransformerConfig:
         self._check_activation_checkpointing(prefix)
 
     def _check_shapes(self, prefix: str) -> None:
-        for key in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{prefix}{key} must be >= 1, got {getattr(self, key)}")
+        require_at_least(self, prefix, 1, "num_layers", "hidden_size", "ffn_hidden_size",
+                         "num_attention_heads")
         if self.kv_channels is None and self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"{prefix}hidden_size={self.hidden_size} is not divisible by "

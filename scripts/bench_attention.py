@@ -56,7 +56,8 @@ def main():
     records = []
     lines = [f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
              f"triton {__import__('triton').__version__}, bf16; TFLOP/s (median)", ""]
-    header = "| N | D | causal | mode | " + " | ".join(providers) + " | ours / sdpa_flash | ours_alibi / ours |"
+    header = ("| N | D | causal | mode | " + " | ".join(providers)
+              + " | ours / sdpa_flash | ours_alibi / ours | ours_relbias / ours |")
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
 
     shapes = shapes_at_fixed_tokens(args.tokens, args.hidden, as_list(args.seqlens, int),
@@ -90,7 +91,8 @@ def main():
             cells = " | ".join("err" if speed[p] != speed[p] else f"{speed[p]:.0f}" for p in providers)
             lines.append(f"| {shape.seqlen} | {shape.head_dim} | {int(shape.causal)} | {mode} | {cells} | "
                          f"{format_ratio(speed.get('ours', float('nan')), speed.get('sdpa_flash', float('nan')))} | "
-                         f"{format_ratio(speed.get('ours_alibi', float('nan')), speed.get('ours', float('nan')))} |")
+                         f"{format_ratio(speed.get('ours_alibi', float('nan')), speed.get('ours', float('nan')))} | "
+                         f"{format_ratio(speed.get('ours_relbias', float('nan')), speed.get('ours', float('nan')))} |")
             save(args, lines, records)
 
     memory_seqlens = as_list(args.memory_seqlens, int)

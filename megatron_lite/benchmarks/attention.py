@@ -19,6 +19,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from kernels.flash_attention import flash_attn_func
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+RELATIVE_WINDOW = 128  # T5's relative_attention_max_distance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,29 +41,43 @@ def alibi_slopes(heads: int, device) -> torch.Tensor:
     return torch.tensor([2 ** (-8 * (h + 1) / heads) for h in range(heads)], device=device)
 
 
-def _ours(shape: Shape, alibi: bool) -> tuple[Attention, bool]:
-    slopes = alibi_slopes(shape.heads, "cuda") if alibi else None
+def relative_bias_by_distance(heads: int, device) -> torch.Tensor:
+    """A learned bias of the distance j - i, [H, 2W + 1] (what a T5 model hands the kernel)."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    return torch.randn(heads, 2 * RELATIVE_WINDOW + 1, device=device,
+                       generator=generator).requires_grad_()
+
+
+# A provider's builder takes (shape, bias kind: None, "alibi" or "relative") and returns
+# (attention, whether it takes [B, H, S, D], the learned tensors whose gradients the backward
+# must produce as well).
+
+
+def _ours(shape: Shape, bias: str | None):
+    slopes = alibi_slopes(shape.heads, "cuda") if bias == "alibi" else None
+    relative = relative_bias_by_distance(shape.heads, "cuda") if bias == "relative" else None
 
     def run(q, k, v):
-        return flash_attn_func(q, k, v, causal=shape.causal, alibi_slopes=slopes)
-    return run, False
+        return flash_attn_func(q, k, v, causal=shape.causal, alibi_slopes=slopes,
+                               relative_bias=relative)
+    return run, False, () if relative is None else (relative,)
 
 
-def _sdpa(backend: SDPBackend) -> Callable[[Shape, bool], tuple[Attention, bool]]:
-    def build(shape: Shape, alibi: bool):
-        assert not alibi
+def _sdpa(backend: SDPBackend):
+    def build(shape: Shape, bias: str | None):
+        assert bias is None
 
         def run(q, k, v):
             with sdpa_kernel(backend):
                 return F.scaled_dot_product_attention(q, k, v, is_causal=shape.causal)
-        return run, True
+        return run, True, ()
     return build
 
 
 _compiled_flex = None
 
 
-def _flex(shape: Shape, alibi: bool):
+def _flex(shape: Shape, bias: str | None):
     global _compiled_flex
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
@@ -73,26 +88,34 @@ def _flex(shape: Shape, alibi: bool):
     if shape.causal:
         block_mask = create_block_mask(lambda b, h, q_idx, kv_idx: q_idx >= kv_idx, None, None,
                                        shape.seqlen, shape.seqlen, device="cuda")
-    score_mod = None
-    if alibi:
+    score_mod, learned = None, ()
+    if bias == "alibi":
         slopes = alibi_slopes(shape.heads, "cuda")
 
         def score_mod(score, b, h, q_idx, kv_idx):  # the same symmetric form as ours
             return score - slopes[h] * (q_idx - kv_idx).abs()
+    elif bias == "relative":
+        relative = relative_bias_by_distance(shape.heads, "cuda")
+        learned = (relative,)
+
+        def score_mod(score, b, h, q_idx, kv_idx):  # ours: bias[h, clamp(j - i, -W, W) + W]
+            distance = (kv_idx - q_idx).clamp(-RELATIVE_WINDOW, RELATIVE_WINDOW)
+            return score + relative[h, distance + RELATIVE_WINDOW]
 
     def run(q, k, v):
         return _compiled_flex(q, k, v, score_mod=score_mod, block_mask=block_mask)
-    return run, True
+    return run, True, learned
 
 
-PROVIDERS: dict[str, tuple[Callable[[Shape, bool], tuple[Attention, bool]], bool]] = {
-    # name: (builder, with ALiBi)
-    "ours": (_ours, False),
-    "ours_alibi": (_ours, True),
-    "sdpa_flash": (_sdpa(SDPBackend.FLASH_ATTENTION), False),
-    "sdpa_cudnn": (_sdpa(SDPBackend.CUDNN_ATTENTION), False),
-    "flex": (_flex, False),
-    "flex_alibi": (_flex, True),
+PROVIDERS = {  # name: (builder, bias kind)
+    "ours": (_ours, None),
+    "ours_alibi": (_ours, "alibi"),
+    "ours_relbias": (_ours, "relative"),
+    "sdpa_flash": (_sdpa(SDPBackend.FLASH_ATTENTION), None),
+    "sdpa_cudnn": (_sdpa(SDPBackend.CUDNN_ATTENTION), None),
+    "flex": (_flex, None),
+    "flex_alibi": (_flex, "alibi"),
+    "flex_relbias": (_flex, "relative"),
 }
 
 
@@ -108,14 +131,15 @@ def time_attention(name: str, shape: Shape, mode: str, dtype=torch.bfloat16) -> 
     """Median milliseconds of one forward ("fwd") or forward + backward ("fwd_bwd")."""
     from triton.testing import do_bench
 
-    builder, alibi = PROVIDERS[name]
-    run, heads_first = builder(shape, alibi)
+    builder, bias = PROVIDERS[name]
+    run, heads_first, learned = builder(shape, bias)
     q, k, v = _inputs(shape, heads_first, dtype)
     if mode == "fwd":
         with torch.no_grad():
             return do_bench(lambda: run(q, k, v), warmup=25, rep=100, return_mode="median")
     grad = torch.randn_like(run(q, k, v))
-    return do_bench(lambda: torch.autograd.grad(run(q, k, v), (q, k, v), grad),
+    wrt = (q, k, v, *learned)  # a learned bias gets its gradient too, as in training
+    return do_bench(lambda: torch.autograd.grad(run(q, k, v), wrt, grad),
                     warmup=25, rep=100, return_mode="median")
 
 
@@ -132,8 +156,8 @@ def agreement_with_sdpa(shape: Shape, dtype=torch.bfloat16) -> float:
 
 def peak_memory_gib(name: str, shape: Shape, dtype=torch.bfloat16) -> float:
     """Peak GPU memory of one forward + backward beyond q, k, v, their gradients and dout."""
-    builder, alibi = PROVIDERS[name]
-    run, heads_first = builder(shape, alibi)
+    builder, bias = PROVIDERS[name]
+    run, heads_first, _ = builder(shape, bias)
     q, k, v = _inputs(shape, heads_first, dtype)
     grad = torch.randn_like(q)
     grads = [torch.empty_like(x) for x in (q, k, v)]
@@ -173,13 +197,13 @@ def format_ratio(numerator: float, denominator: float) -> str:
     return f"{numerator / denominator:.2f}"
 
 
-def kernel_breakdown(shape: Shape, alibi: bool = False, dtype=torch.bfloat16, steps: int = 20):
+def kernel_breakdown(shape: Shape, bias: str | None = None, dtype=torch.bfloat16, steps: int = 20):
     """GPU time per kernel of our forward + backward (from the profiler), and the wall time per
     step, to tell kernel time from launch overhead. Returns ({kernel: ms per step}, wall ms)."""
     import time
     from torch.profiler import ProfilerActivity, profile
 
-    run, _ = _ours(shape, alibi)
+    run, _, _ = _ours(shape, bias)
     q, k, v = _inputs(shape, heads_first=False, dtype=dtype)
     grad = torch.randn_like(q)
     for _ in range(3):
@@ -207,9 +231,9 @@ def launch_overhead_us(steps: int = 300) -> dict[str, float]:
 
     shape = Shape(1, 1, 128, 64, True)
     ours_op = lambda q, k, v: flash_attn_forward_op(  # noqa: E731  (the custom op, undispatched)
-        q, k, v, None, None, None, True, 0.125, 0.0, 0)[0]
-    candidates = {"ours": (_ours(shape, False)[0], False), "ours_custom_op": (ours_op, False),
-                  "sdpa_flash": (_sdpa(SDPBackend.FLASH_ATTENTION)(shape, False)[0], True)}
+        q, k, v, None, None, None, None, True, 0.125, 0.0, 0)[0]
+    candidates = {"ours": (_ours(shape, None)[0], False), "ours_custom_op": (ours_op, False),
+                  "sdpa_flash": (_sdpa(SDPBackend.FLASH_ATTENTION)(shape, None)[0], True)}
     overhead = {}
     for name, (run, heads_first) in candidates.items():
         q, k, v = _inputs(shape, heads_first, torch.bfloat16)

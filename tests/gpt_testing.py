@@ -51,10 +51,10 @@ def write_tiny_corpus(prefix: Path, num_documents: int = 160, seed: int = 0) -> 
     return str(prefix)
 
 
-def tiny_overrides(data_prefix: str, log_dir: Path, extra: dict[str, object] | None = None) -> list[str]:
-    """A 2-layer byte-level GPT that trains a step in well under a second on a CPU; `extra`
-    adds or replaces overrides (key -> value)."""
-    values: dict[str, object] = {
+def tiny_run_overrides(data_prefix: str, log_dir: Path) -> dict[str, object]:
+    """The keys every tiny CPU run shares (trainer, logs, batches, byte tokenizer, data, optimizer),
+    whatever the model family."""
+    return {
         "trainer.accelerator": "cpu",
         "trainer.precision": 32,
         "trainer.max_steps": 8,
@@ -67,11 +67,6 @@ def tiny_overrides(data_prefix: str, log_dir: Path, extra: dict[str, object] | N
         "exp_manager.explicit_log_dir": str(log_dir),
         "model.micro_batch_size": 4,
         "model.global_batch_size": 8,
-        "model.encoder_seq_length": 32,
-        "model.num_layers": 2,
-        "model.hidden_size": 32,
-        "model.ffn_hidden_size": 64,
-        "model.num_attention_heads": 4,
         "model.make_vocab_size_divisible_by": 16,
         "model.tokenizer.library": "byte",
         "model.tokenizer.model": "null",
@@ -80,10 +75,23 @@ def tiny_overrides(data_prefix: str, log_dir: Path, extra: dict[str, object] | N
         "model.data.splits_string": "'90,10,0'",
         "model.optim.lr": 3e-3,
         "model.optim.sched.warmup_steps": 2,
-        "model.optim.sched.constant_steps": 0,
         "model.optim.sched.min_lr": 3e-4,
         "inference.tokens_to_generate": 0,
     }
+
+
+def tiny_overrides(data_prefix: str, log_dir: Path, extra: dict[str, object] | None = None) -> list[str]:
+    """A 2-layer byte-level GPT that trains a step in well under a second on a CPU; `extra`
+    adds or replaces overrides (key -> value)."""
+    values = tiny_run_overrides(data_prefix, log_dir)
+    values.update({
+        "model.encoder_seq_length": 32,
+        "model.num_layers": 2,
+        "model.hidden_size": 32,
+        "model.ffn_hidden_size": 64,
+        "model.num_attention_heads": 4,
+        "model.optim.sched.constant_steps": 0,
+    })
     values.update(extra or {})
     return [f"{key}={value}" for key, value in values.items()]
 

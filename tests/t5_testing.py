@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from megatron_lite.config import T5Config, T5DataConfig, T5ModelConfig, T5StackConfig
-from tests.gpt_testing import compose_gpt
+from tests.gpt_testing import compose_gpt, tiny_run_overrides
 
 
 def tiny_stack(**overrides) -> T5StackConfig:
@@ -40,35 +40,14 @@ def compose_t5(overrides: Sequence[str] = (), **kwargs) -> T5Config:
 def tiny_t5_overrides(data_prefix: str, log_dir: Path, extra: dict[str, object] | None = None) -> list[str]:
     """A 2+2-layer byte-level T5 (16 sentinels) that trains a step in well under a second on a
     CPU; `extra` adds or replaces overrides (key -> value)."""
-    values: dict[str, object] = {
-        "trainer.accelerator": "cpu",
-        "trainer.precision": 32,
-        "trainer.max_steps": 8,
-        "trainer.val_check_interval": 4,
-        "trainer.limit_val_batches": 2,
-        "trainer.log_every_n_steps": 1,
-        "trainer.num_sanity_val_steps": 0,
-        "trainer.enable_progress_bar": False,
-        "trainer.enable_model_summary": False,
-        "exp_manager.explicit_log_dir": str(log_dir),
-        "model.micro_batch_size": 4,
-        "model.global_batch_size": 8,
+    values = tiny_run_overrides(data_prefix, log_dir)
+    values.update({
         "model.seq_length": 48,
         "model.data.seq_length_dec": 16,
-        "model.make_vocab_size_divisible_by": 16,
         "model.embedding_dropout": 0.0,
-        "model.tokenizer.library": "byte",
-        "model.tokenizer.model": "null",
         "model.tokenizer.num_sentinel_tokens": 16,
-        "model.data.data_prefix": f"[{data_prefix}]",
-        "model.data.num_workers": 0,
-        "model.data.splits_string": "'90,10,0'",
-        "model.optim.lr": 3e-3,
-        "model.optim.sched.warmup_steps": 2,
         "model.optim.sched.warmup_ratio": "null",
-        "model.optim.sched.min_lr": 3e-4,
-        "inference.tokens_to_generate": 0,
-    }
+    })
     for stack in ("encoder", "decoder"):
         values.update({
             f"model.{stack}.num_layers": 2,

@@ -72,6 +72,13 @@ def _sentinel_numbers(sequence: torch.Tensor, tokenizer) -> list[int]:
     return [numbers[token] for token in sequence.tolist() if token in numbers]
 
 
+def _restore(item: dict, tokenizer) -> np.ndarray:
+    """The raw window an item was corrupted from, rebuilt from its encoder input and labels."""
+    return reconstruct_text_tokens(item["text_enc"].numpy(), item["labels"].numpy(),
+                                   tokenizer.sentinel_ids, eod_id=tokenizer.eod_id,
+                                   pad_id=tokenizer.pad_id)
+
+
 def test_items_have_nemo_keys_dtypes_and_lengths(dataset):
     assert isinstance(dataset, T5Dataset) and len(dataset) == 2000
     assert dataset.lengths.raw_length == 141 and dataset.lengths.target_length == 29
@@ -106,13 +113,7 @@ def test_encoder_target_and_decoder_layout(dataset, tokenizer):
 def test_round_trip_recovers_every_raw_window(dataset, tokenizer):
     for index in range(2000):
         item = dataset[index]
-        restored = reconstruct_text_tokens(
-            item["text_enc"].numpy(),
-            item["labels"].numpy(),
-            tokenizer.sentinel_ids,
-            eod_id=tokenizer.eod_id,
-            pad_id=tokenizer.pad_id,
-        )
+        restored = _restore(item, tokenizer)
         np.testing.assert_array_equal(restored, dataset.window(index))
 
 
@@ -186,13 +187,7 @@ def test_splits_and_blending(tmp_path, tokenizer):
         item = train[index]
         source = train.datasets[int(train.dataset_index[index])]
         window = source.window(int(train.dataset_sample_index[index]))
-        restored = reconstruct_text_tokens(
-            item["text_enc"].numpy(),
-            item["labels"].numpy(),
-            tokenizer.sentinel_ids,
-            eod_id=tokenizer.eod_id,
-            pad_id=tokenizer.pad_id,
-        )
+        restored = _restore(item, tokenizer)
         np.testing.assert_array_equal(restored, window)
     assert part.windows.indexed_dataset.path_prefix == second
 
@@ -206,13 +201,7 @@ def test_sentencepiece_tokenizer_round_trips_text(tmp_path, sentencepiece_model)
     for index in range(len(train)):
         item = train[index]
         assert item["text_dec"][0] == 3
-        restored = reconstruct_text_tokens(
-            item["text_enc"].numpy(),
-            item["labels"].numpy(),
-            tokenizer.sentinel_ids,
-            eod_id=tokenizer.eod_id,
-            pad_id=tokenizer.pad_id,
-        )
+        restored = _restore(item, tokenizer)
         assert tokenizer.decode(restored.tolist()) == tokenizer.decode(train.window(index).tolist())
         assert "<extra_id_0>" in tokenizer.decode(item["text_enc"][item["enc_mask"]].tolist())
 

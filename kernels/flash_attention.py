@@ -25,7 +25,8 @@ Supported:
   seed): the backward regenerates the same keep-mask, and `dropout_keep_mask` returns it.
 - A learned relative position bias by distance (T5's buckets, gathered per distance by the
   caller into [Hq, 2W + 1]): relative_bias[h, clamp(j - i', -W, W) + W], read in the kernel, with
-  its gradient from the backward (register sums for tiles beyond the window, atomics inside it).
+  its gradient from the backward (register sums for tiles beyond the window, one atomic per
+  diagonal for tiles across it).
 - The gradient of the returned lse, folded into delta (ds = p * (dp - delta + dlse)).
 
 Limits: on a CPU the kernels run only under TRITON_INTERPRET=1 (the Triton interpreter, slow;
@@ -85,8 +86,33 @@ def _clamped_distance(rows, cols, seqlen_q, seqlen_k, rel_window):
 
 
 @triton.jit
+def _tile_distances(start_m, start_n, seqlen_q, seqlen_k, BLOCK_M: tl.constexpr,
+                    BLOCK_N: tl.constexpr):
+    """Smallest and largest j - i' over the tile of queries [start_m, start_m + BLOCK_M) and
+    keys [start_n, start_n + BLOCK_N)."""
+    shift = seqlen_k - seqlen_q
+    return start_n - (start_m + BLOCK_M - 1) - shift, start_n + BLOCK_N - 1 - start_m - shift
+
+
+@triton.jit
+def _add_rel_bias(s, rows, cols, tile_distances, seqlen_q, seqlen_k, rel_bias_row, rel_window):
+    """s + log2(e) * bias[clamp(j - i', -W, W) + W]. A tile wholly beyond the window on one side
+    sees a single entry: one scalar load instead of a gather per element (most tiles, for long
+    sequences)."""
+    nearest, farthest = tile_distances
+    if nearest >= rel_window:
+        s += tl.load(rel_bias_row + 2 * rel_window) * 1.4426950408889634
+    elif farthest <= -rel_window:
+        s += tl.load(rel_bias_row) * 1.4426950408889634
+    else:  # consecutive keys read consecutive entries
+        s += tl.load(rel_bias_row + _clamped_distance(rows, cols, seqlen_q, seqlen_k, rel_window)
+                     + rel_window) * 1.4426950408889634
+    return s
+
+
+@triton.jit
 def _bias_and_mask(
-    s, rows, cols, seqlen_q, seqlen_k, alibi_slope, rel_bias_row, rel_window,
+    s, rows, cols, tile_distances, seqlen_q, seqlen_k, alibi_slope, rel_bias_row, rel_window,
     key_mask_row, seg_row,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, MASK_EDGES: tl.constexpr,
@@ -95,13 +121,14 @@ def _bias_and_mask(
 
     rows and cols are broadcastable index tensors ([M, 1] x [1, N] or [1, M] x [N, 1]), so the
     same code serves the forward ([rows, cols]) and the transposed backward ([cols, rows]).
+    tile_distances: the tile's (smallest, largest) j - i', from _tile_distances.
     MASK_EDGES: the tile crosses the causal diagonal or the end of the keys.
     """
     if HAS_ALIBI:  # alibi_slope is -slope * log2(e)
         s += alibi_slope * tl.abs(rows + (seqlen_k - seqlen_q) - cols).to(tl.float32)
-    if HAS_REL_BIAS:  # bias[clamp(j - i', -W, W) + W]; consecutive keys read consecutive entries
-        s += tl.load(rel_bias_row + _clamped_distance(rows, cols, seqlen_q, seqlen_k, rel_window)
-                     + rel_window) * 1.4426950408889634
+    if HAS_REL_BIAS:
+        s = _add_rel_bias(s, rows, cols, tile_distances, seqlen_q, seqlen_k, rel_bias_row,
+                          rel_window)
     if MASK_EDGES:
         visible = cols < seqlen_k
         if CAUSAL:
@@ -175,8 +202,8 @@ def _fwd_inner(
     rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    MASK_EDGES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    MASK_EDGES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     rows = (start_m + offs_m)[:, None]  # (BLOCK_M, 1)
     for start_n in range(lo, hi, BLOCK_N):
@@ -185,9 +212,10 @@ def _fwd_inner(
         k = _load_tile(k_base + cols[:, None] * stride_kn + offs_d[None, :], kv_mask,
                        MASK_EDGES or BLOCK_D != HEAD_DIM)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
-        s = _bias_and_mask(s, rows, cols[None, :], seqlen_q, seqlen_k, alibi_slope,
-                           rel_bias_row, rel_window, key_mask_row, seg_row, CAUSAL, HAS_ALIBI,
-                           HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
+        tile_distances = _tile_distances(start_m, start_n, seqlen_q, seqlen_k, BLOCK_M, BLOCK_N)
+        s = _bias_and_mask(s, rows, cols[None, :], tile_distances, seqlen_q, seqlen_k,
+                           alibi_slope, rel_bias_row, rel_window, key_mask_row, seg_row, CAUSAL,
+                           HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         # A row with no visible key so far keeps m = -inf; subtract 0 instead to avoid inf - inf.
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -247,14 +275,14 @@ def _fwd_kernel(
         start_m, 0, full, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
         rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
         CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
-        HEAD_DIM, BLOCK_N, BLOCK_D, DOT_PRECISION,
+        HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
     )
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
         start_m, full, end, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
         rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
         CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True,
-        HEAD_DIM, BLOCK_N, BLOCK_D, DOT_PRECISION,
+        HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
     )
 
     blind = l_i == 0.0  # rows that saw no key: output 0, lse -inf
@@ -333,50 +361,74 @@ def _bwd_kv_inner(
         delta = tl.load(delta_row + rows, mask=rows < seqlen_q, other=0.0)
 
         s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
-        s_t = _bias_and_mask(s_t, rows[None, :], cols, seqlen_q, seqlen_k, alibi_slope,
-                             rel_bias_row, rel_window, key_mask_row, seg_row, CAUSAL, HAS_ALIBI,
-                             HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
+        tile_distances = _tile_distances(start_m, start_n, seqlen_q, seqlen_k, BLOCK_M, BLOCK_N)
+        s_t = _bias_and_mask(s_t, rows[None, :], cols, tile_distances, seqlen_q, seqlen_k,
+                             alibi_slope, rel_bias_row, rel_window, key_mask_row, seg_row,
+                             CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS,
+                             MASK_EDGES)
         p_t = tl.math.exp2(s_t - lse[None, :])
         dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
         if HAS_DROPOUT:
-            keep = _dropout_keep(seed, rows[None, :], cols, batch_head, dropout_p)
-            scale = 1.0 / (1.0 - dropout_p)
-            dv += tl.dot(tl.where(keep, p_t * scale, 0.0).to(do.dtype), do,
-                         input_precision=DOT_PRECISION)
-            dp_t = tl.where(keep, dp_t * scale, 0.0)
+            # 1 / (1 - p) where kept, else 0. A float, not the bool mask: sm_90 compilation
+            # (with the relative bias's gather) fails when it moves a bool tile through
+            # shared memory.
+            keep_scale = tl.where(_dropout_keep(seed, rows[None, :], cols, batch_head, dropout_p),
+                                  1.0 / (1.0 - dropout_p), 0.0)
+            dv += tl.dot((p_t * keep_scale).to(do.dtype), do, input_precision=DOT_PRECISION)
+            dp_t = dp_t * keep_scale
         else:
             dv += tl.dot(p_t.to(do.dtype), do, input_precision=DOT_PRECISION)
         ds_t = p_t * (dp_t - delta[None, :])  # d loss / d score, (BLOCK_N, BLOCK_M)
         if HAS_REL_BIAS:
-            far_left, far_right = _rel_bias_grad(
-                ds_t, rows[None, :], cols, start_m, start_n, seqlen_q, seqlen_k, rel_window,
-                drel_row, far_left, far_right, BLOCK_M, BLOCK_N)
+            far_left, far_right = _rel_bias_grad(ds_t, tile_distances, rel_window, drel_row,
+                                                 far_left, far_right, BLOCK_M, BLOCK_N)
         dk += tl.dot(ds_t.to(q.dtype), q, input_precision=DOT_PRECISION)
     return dk, dv, far_left, far_right
 
 
 @triton.jit
-def _rel_bias_grad(ds_t, rows, cols, start_m, start_n, seqlen_q, seqlen_k, rel_window, drel_row,
-                   far_left, far_right, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Add a (BLOCK_N, BLOCK_M) tile of d score to the relative bias gradient drel[j - i'].
+def _rel_bias_grad(ds_t, tile_distances, rel_window, drel_row, far_left, far_right,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Add a (BLOCK_N keys, BLOCK_M queries) tile of d score to the relative bias gradient
+    drel[clamp(j - i', -W, W) + W].
 
     A tile whose distances all lie beyond the window feeds only the clamped end entry (-W or
-    +W): it adds its row sums to a register accumulator, flushed once per head. Tiles across
-    the window scatter element by element with atomics; there are O(W / BLOCK) of them per key
-    block.
+    +W): its row sums go to a register accumulator, flushed once per head. In a tile across the
+    window the distance is constant along each diagonal (key n - query m); the tile's diagonal
+    sums go out with one atomic per diagonal (O(W / BLOCK) such tiles per key block).
     """
-    shift = seqlen_k - seqlen_q
-    nearest = start_n - (start_m + BLOCK_M - 1) - shift  # smallest j - i' in the tile
-    farthest = start_n + BLOCK_N - 1 - start_m - shift  # largest
+    tl.static_assert(BLOCK_M <= BLOCK_N, "relative-bias gradient needs BLOCK_M <= BLOCK_N")
+    nearest, farthest = tile_distances
     if nearest >= rel_window:
         far_right += tl.sum(ds_t, axis=1)
     elif farthest <= -rel_window:
         far_left += tl.sum(ds_t, axis=1)
     else:
-        inside = (rows < seqlen_q) & (cols < seqlen_k)
-        tl.atomic_add(drel_row + _clamped_distance(rows, cols, seqlen_q, seqlen_k, rel_window)
-                      + rel_window, ds_t, mask=inside, sem="relaxed")
+        # The tile's distance at [n, m] is nearest + (BLOCK_M - 1) + n - m.
+        on_diagonal, below_diagonal = _diagonal_sums(ds_t, BLOCK_N, BLOCK_M)
+        r = tl.arange(0, BLOCK_N)
+        base = nearest + BLOCK_M - 1
+        tl.atomic_add(drel_row + tl.minimum(tl.maximum(base + r, -rel_window), rel_window)
+                      + rel_window, on_diagonal, sem="relaxed")
+        tl.atomic_add(drel_row + tl.minimum(tl.maximum(base + r - BLOCK_N, -rel_window), rel_window)
+                      + rel_window, below_diagonal, mask=r > BLOCK_N - BLOCK_M, sem="relaxed")
     return far_left, far_right
+
+
+@triton.jit
+def _diagonal_sums(x, ROWS: tl.constexpr, COLS: tl.constexpr):
+    """Sums of x (ROWS, COLS), COLS <= ROWS, along its diagonals: [r] = sum of x[a, b] over
+    a - b = r, then over a - b = r - ROWS (r in [0, ROWS)).
+
+    Rotating column b up by b (one gather) lines each diagonal up along a row.
+    """
+    r = tl.arange(0, ROWS)[:, None]
+    b = tl.arange(0, COLS)[None, :]
+    wraps = r + b >= ROWS
+    rotated = tl.gather(x, tl.where(wraps, r + b - ROWS, r + b), axis=0)  # x[(r + b) % ROWS, b]
+    on_diagonal = tl.sum(tl.where(wraps, 0.0, rotated), axis=1)
+    below_diagonal = tl.sum(tl.where(wraps, rotated, 0.0), axis=1)
+    return on_diagonal, below_diagonal
 
 
 @triton.jit
@@ -477,8 +529,8 @@ def _bwd_q_inner(
     rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    MASK_EDGES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    MASK_EDGES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     rows = (start_m + offs_m)[:, None]  # (BLOCK_M, 1)
     for start_n in range(lo, hi, BLOCK_N):
@@ -489,9 +541,10 @@ def _bwd_q_inner(
         v = _load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], kv_mask,
                        MASK_EDGES or BLOCK_D != HEAD_DIM)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
-        s = _bias_and_mask(s, rows, cols[None, :], seqlen_q, seqlen_k, alibi_slope,
-                           rel_bias_row, rel_window, key_mask_row, seg_row, CAUSAL, HAS_ALIBI,
-                           HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
+        tile_distances = _tile_distances(start_m, start_n, seqlen_q, seqlen_k, BLOCK_M, BLOCK_N)
+        s = _bias_and_mask(s, rows, cols[None, :], tile_distances, seqlen_q, seqlen_k,
+                           alibi_slope, rel_bias_row, rel_window, key_mask_row, seg_row, CAUSAL,
+                           HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
         p = tl.math.exp2(s - lse[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
         if HAS_DROPOUT:
@@ -548,14 +601,14 @@ def _bwd_q_kernel(
         start_m, 0, full, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
         rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
         CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
-        HEAD_DIM, BLOCK_N, BLOCK_D, DOT_PRECISION,
+        HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
     )
     dq = _bwd_q_inner(
         dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
         start_m, full, end, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
         rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
         CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True,
-        HEAD_DIM, BLOCK_N, BLOCK_D, DOT_PRECISION,
+        HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
     )
     dq = dq * (qk_scale * 0.6931471805599453)
     tl.store(DQ + b.to(tl.int64) * stride_dqb + h * stride_dqh + rows[:, None] * stride_dqm
@@ -619,20 +672,24 @@ def _tile(config) -> tuple:
     return (config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages)
 
 
-def _pruner(tiles: dict):
+def _pruner(tiles: dict, rel_bias_needs_wide_keys: bool):
     """early_config_prune: the tiles of this head dim's class, or the short tile alone for the
-    short length class (a 128-row tile would be mostly padding)."""
+    short length class (a 128-row tile would be mostly padding). rel_bias_needs_wide_keys: with
+    a relative bias, keep only tiles with BLOCK_M <= BLOCK_N (see _rel_bias_grad)."""
     def prune(configs, named_args, **kwargs):
         if named_args["seqlen_bucket"] == 0:
             wanted = [_SHORT_TILE]
         else:
             wanted = tiles[min(c for c in tiles if c >= kwargs["BLOCK_D"])]
+        if rel_bias_needs_wide_keys and kwargs["HAS_REL_BIAS"]:
+            wanted = [(bm, bn, w, s) for bm, bn, w, s in wanted if bm <= bn]
         return [config for config in configs if _tile(config) in wanted]
     return prune
 
 
-def _autotune(kernel, tiles: dict, reset_to_zero=None):
-    options = dict(key=_TUNING_KEY, prune_configs_by={"early_config_prune": _pruner(tiles)},
+def _autotune(kernel, tiles: dict, reset_to_zero=None, rel_bias_needs_wide_keys=False):
+    prune = _pruner(tiles, rel_bias_needs_wide_keys)
+    options = dict(key=_TUNING_KEY, prune_configs_by={"early_config_prune": prune},
                    reset_to_zero=reset_to_zero)
     try:  # shorter timing runs per candidate (the `do_bench` hook is newer than some tritons)
         return triton.autotune(_configs(tiles), **options, do_bench=_quick_bench)(kernel)
@@ -655,7 +712,8 @@ if INTERPRETER:
     _INTERPRETER_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 16}
 else:
     _fwd_launch = _autotune(_fwd_heuristics(_fwd_kernel), _ROW_MAJOR_TILES)
-    _bwd_kv_launch = _autotune(_bwd_kv_kernel, _KEY_MAJOR_TILES, reset_to_zero=["DRelBias"])
+    _bwd_kv_launch = _autotune(_bwd_kv_kernel, _KEY_MAJOR_TILES, reset_to_zero=["DRelBias"],
+                               rel_bias_needs_wide_keys=True)
     _bwd_q_launch = _autotune(_bwd_q_kernel, _DQ_TILES)
     _INTERPRETER_BLOCKS = {}
 _BWD_KV_INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 32} if INTERPRETER else {}

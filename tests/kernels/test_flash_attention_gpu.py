@@ -69,3 +69,15 @@ def test_relative_position_bias(causal):
     table = torch.randn(heads, 2 * window + 1, device="cuda")
     check_flash_attention(*qkv(2, 2048, 2048, heads, heads, 64, torch.bfloat16), causal=causal,
                           relative_bias=table)
+
+
+@pytest.mark.parametrize("head_dim,dtype", [(128, torch.float16), (256, torch.bfloat16)])
+def test_relative_position_bias_with_padding_dropout_and_unequal_lengths(head_dim, dtype):
+    # Sq != Sk shifts every distance; D = 256 runs the dk/dv tiles left after pruning the ones
+    # the bias gradient cannot take (BLOCK_M > BLOCK_N).
+    heads, window = 4, 128
+    q, k, v = qkv(2, 700, 1500, heads, heads, head_dim, dtype)
+    mask = dropout_keep_mask(2, heads, 700, 1500, 0.1, dropout_seed=5, device="cuda")
+    check_flash_attention(q, k, v, relative_bias=torch.randn(heads, 2 * window + 1, device="cuda"),
+                          key_padding_mask=torch.tensor([1500, 901], device="cuda"),
+                          dropout_p=0.1, dropout_seed=5, dropout_mask=mask)

@@ -75,10 +75,13 @@ def alibi_bias(alibi_slopes: torch.Tensor, batch: int, seqlen_q: int, seqlen_k: 
 def relative_bias_matrix(relative_bias: torch.Tensor, seqlen_q: int, seqlen_k: int) -> torch.Tensor:
     """[Hq, Sq, Sk]: relative_bias[h, clamp(j - i', -W, W) + W], i' = i + Sk - Sq."""
     window = (relative_bias.shape[1] - 1) // 2
-    rows = torch.arange(seqlen_q, device=relative_bias.device)[:, None] + (seqlen_k - seqlen_q)
-    cols = torch.arange(seqlen_k, device=relative_bias.device)[None, :]
-    distance = (cols - rows).clamp(-window, window) + window  # (Sq, Sk)
-    return relative_bias[:, distance]
+    # Every distance the matrix holds, smallest first: j - i' for (i, j) = (Sq - 1, 0) .. (0, Sk - 1).
+    distance = torch.arange(seqlen_q + seqlen_k - 1, device=relative_bias.device) - (seqlen_k - 1)
+    by_distance = relative_bias[:, distance.clamp(-window, window) + window]  # (Hq, Sq + Sk - 1)
+    # Row i is the window starting at Sq - 1 - i (a Toeplitz matrix). Gathering the [Sq, Sk]
+    # matrix directly would make its gradient a scatter-add of Sq * Sk terms into 2W + 1
+    # entries, seconds per step at T5's lengths on a GPU; the window's gradient is a fast sum.
+    return by_distance.unfold(1, seqlen_k, 1).flip(1)  # (Hq, Sq, Sk)
 
 
 def attention_reference(

@@ -83,6 +83,16 @@ def test_bias_vector_equals_a_per_pair_lookup_with_the_same_gradient(bidirection
     torch.testing.assert_close(grad_vector, grad_direct)
 
 
+@pytest.mark.parametrize("seqlen_q,seqlen_k", [(3, 10), (10, 3), (1, 7), (9, 9)])
+def test_bias_matrix_aligns_queries_bottom_right(seqlen_q, seqlen_k):
+    vector = torch.randn(2, 9)  # W = 4
+    expected = torch.empty(2, seqlen_q, seqlen_k)
+    for i in range(seqlen_q):
+        for j in range(seqlen_k):  # query i sits at position i + Sk - Sq among the keys
+            expected[:, i, j] = vector[:, min(max(j - (i + seqlen_k - seqlen_q), -4), 4) + 4]
+    torch.testing.assert_close(relative_bias_matrix(vector, seqlen_q, seqlen_k), expected, rtol=0, atol=0)
+
+
 def test_alibi_slopes():
     assert alibi_slopes(8).tolist() == [2.0 ** -k for k in range(1, 9)]
     # 6 heads: the 4-head slopes, then every other slope of the 8-head set.

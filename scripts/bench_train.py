@@ -20,6 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from megatron_lite.benchmarks.hf_peers import PeerShape, measure_peer
 from megatron_lite.benchmarks.training import (
     SWITCHES,
     TABLE_HEADER,
@@ -28,7 +29,7 @@ from megatron_lite.benchmarks.training import (
     measure_training,
 )
 from megatron_lite.config import register_configs, reject_unknown_keys
-from megatron_lite.training import family_of
+from megatron_lite.training import build_tokenizer_from_config, family_of, padded_vocab_size
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -43,6 +44,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compile, autotune)")
     parser.add_argument("--out", default="", help="write the markdown table here")
     parser.add_argument("--json", default="", help="write every measurement here")
+    parser.add_argument("--peer", action="store_true",
+                        help="also time the Hugging Face model of the same shape (GPT-2 or T5, random "
+                             "tokens, micro-batch size) after each length's variants")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
     return parser.parse_args()
 
@@ -82,12 +86,34 @@ def run(args: argparse.Namespace) -> None:
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
                 print(lines[-1], flush=True)
+            if args.peer:
+                lines.append(measure_peer_row(args, cfg, family, lengths, device, records))
+                print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     if args.out:
         Path(args.out).write_text(text)
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1))
+
+
+def measure_peer_row(args: argparse.Namespace, cfg, family: str, lengths: str, device: torch.device,
+                     records: list) -> str:
+    """The Hugging Face peer of cfg's shape at these lengths, as a table row "HF peer"."""
+    shape = PeerShape.of(cfg, family, padded_vocab_size(cfg, build_tokenizer_from_config(cfg)))
+    try:
+        result = measure_peer(family, shape, tuple(int(n) for n in lengths.split(":")),
+                              cfg.model.micro_batch_size, steps=args.steps, warmup=args.warmup, device=device,
+                              precision=cfg.trainer.lightning_precision)
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        message = "".join(traceback.format_exception_only(error)).strip().splitlines()[0][:120]
+        records.append({"lengths": lengths, "variant": "HF peer", "error": message})
+        return format_row(lengths, "HF peer", cfg, None, f"failed: {message}", batch=cfg.model.micro_batch_size)
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    records.append({"lengths": lengths, "variant": "HF peer", **vars(result)})
+    return format_row(lengths, "HF peer", cfg, result, batch=cfg.model.micro_batch_size)
 
 
 if __name__ == "__main__":

@@ -127,18 +127,20 @@ def measure_training(cfg: RunConfig, *, steps: int, warmup: int, device: torch.d
 
 
 def format_row(lengths: str, variant: str, cfg: RunConfig, result: TrainingMeasurement | None,
-               error: str = "") -> str:
-    """One markdown table row: lengths | variant | batch | tokens/s | ms/step | peak GiB | MFU | loss."""
+               error: str = "", batch: int | None = None) -> str:
+    """One markdown table row: lengths | variant | batch | tokens/s | ms/step | peak GiB | MFU | loss.
+    batch: samples per step, model.global_batch_size unless given."""
+    batch = cfg.model.global_batch_size if batch is None else batch
     if result is None:
-        return f"| {lengths} | {variant} | {cfg.model.global_batch_size} | {error} | | | | |"
+        return f"| {lengths} | {variant} | {batch} | {error} | | | | |"
     memory = "n/a" if result.peak_memory_gib is None else f"{result.peak_memory_gib:.1f}"
     mfu = "n/a" if result.mfu is None else f"{100 * result.mfu:.1f}%"
     loss = result.losses[-1]
-    return (f"| {lengths} | {variant} | {cfg.model.global_batch_size} | {result.tokens_per_sec:,.0f} | "
+    return (f"| {lengths} | {variant} | {batch} | {result.tokens_per_sec:,.0f} | "
             f"{result.step_ms:.1f} | {memory} | {mfu} | {loss:.3f}{'' if math.isfinite(loss) else ' (!)'} |")
 
 
 TABLE_HEADER = [
-    "| lengths | flash | global batch | tokens/s | ms/step | peak GiB | MFU | last loss |",
+    "| lengths | flash | batch | tokens/s | ms/step | peak GiB | MFU | last loss |",
     "|---|---|---|---|---|---|---|---|",
 ]

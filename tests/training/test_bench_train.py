@@ -3,6 +3,7 @@ train the same model (the kernel runs under the Triton interpreter here)."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def test_script_writes_a_table_row_per_length_and_variant(tiny_corpus, tmp_path)
     overrides = [o for o in tiny_t5_overrides(tiny_corpus, tmp_path / "unused") if "seq_length" not in o]
     result = subprocess.run(
         [sys.executable, "scripts/bench_train.py", "--lengths", "24:8,32:12", "--variants", "off,decoder",
-         "--steps", "1", "--warmup", "0", "--out", str(out), "--", *overrides],
+         "--steps", "1", "--warmup", "0", "--peer", "--out", str(out), "--", *overrides],
         # Without the interpreter the flash variant warns and runs the PyTorch path: fast, and
         # the previous test covers the kernel.
         cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -47,5 +48,20 @@ def test_script_writes_a_table_row_per_length_and_variant(tiny_corpus, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in out.read_text().splitlines() if line.startswith("| 24:8") or line.startswith("| 32:12")]
     assert [row.split("|")[1:3] for row in rows] == [
-        [" 24:8 ", " off "], [" 24:8 ", " decoder "], [" 32:12 ", " off "], [" 32:12 ", " decoder "]]
+        [" 24:8 ", " off "], [" 24:8 ", " decoder "], [" 24:8 ", " HF peer "],
+        [" 32:12 ", " off "], [" 32:12 ", " decoder "], [" 32:12 ", " HF peer "]]
     assert all(float(row.split("|")[4].replace(",", "")) > 0 for row in rows)
+
+
+@pytest.mark.parametrize("family,lengths", [("gpt", (16,)), ("t5", (16, 6))])
+def test_hugging_face_peer_trains_the_shape_it_is_given(family, lengths):
+    from megatron_lite.benchmarks.hf_peers import PeerShape, build_peer, measure_peer
+
+    shape = PeerShape(layers=1, hidden=32, heads=4, ffn=64, vocab=100)
+    model = build_peer(family, shape, lengths[0])
+    assert model.config.vocab_size == 100 and model.config.num_hidden_layers == 1
+    result = measure_peer(family, shape, lengths, batch=3, steps=3, warmup=1, device=torch.device("cpu"),
+                          precision="32-true")
+    assert result.tokens_per_step == 3 * sum(lengths)
+    # Random tokens through a fresh model: losses of the order of log(vocab) at every step.
+    assert all(0.5 * math.log(100) < loss < 2 * math.log(100) for loss in result.losses)

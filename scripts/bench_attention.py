@@ -2,6 +2,10 @@
 
     python scripts/bench_attention.py --out bench.md
     python scripts/bench_attention.py --seqlens 4096 --dims 128 --causal 1 --providers ours,sdpa_flash
+    python scripts/bench_attention.py --candidate my_flash_attention.py --providers ours_relbias,cand_relbias
+
+--candidate times an edited copy of kernels/flash_attention.py beside the committed kernel in the
+same run (providers cand, cand_alibi, cand_relbias): the A/B test for a kernel change.
 """
 
 import argparse
@@ -14,9 +18,13 @@ import torch
 
 from megatron_lite.benchmarks.attention import (
     PROVIDERS, Shape, agreement_with_sdpa, format_ratio, kernel_breakdown, launch_overhead_us,
-    matmul_tflops, peak_memory_gib,
+    load_candidate_kernel, matmul_tflops, peak_memory_gib,
     shapes_at_fixed_tokens, tflops, time_attention,
 )
+
+# Ratio columns, each shown when both of its providers run: (numerator, denominator).
+RATIOS = [("ours", "sdpa_flash"), ("ours_alibi", "ours"), ("ours_relbias", "ours"), ("cand", "ours"),
+          ("cand_alibi", "ours_alibi"), ("cand_relbias", "ours_relbias")]
 
 
 def parse_args():
@@ -37,6 +45,8 @@ def parse_args():
                         help="also print the CPU time per fwd+bwd call at a negligible size")
     parser.add_argument("--out", default="", help="write the markdown tables here")
     parser.add_argument("--json", default="", help="write every measurement here")
+    parser.add_argument("--candidate", default="",
+                        help="an edited copy of kernels/flash_attention.py to time as providers cand*")
     return parser.parse_args()
 
 
@@ -48,6 +58,8 @@ def main():
     args = parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_attention.py needs a CUDA GPU")
+    if args.candidate:
+        load_candidate_kernel(args.candidate)
     providers = as_list(args.providers)
     unknown = set(providers) - set(PROVIDERS)
     if unknown:
@@ -56,18 +68,22 @@ def main():
     records = []
     lines = [f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
              f"triton {__import__('triton').__version__}, bf16; TFLOP/s (median)", ""]
+    ratios = [(top, bottom) for top, bottom in RATIOS if top in providers and bottom in providers]
     header = ("| N | D | causal | mode | " + " | ".join(providers)
-              + " | ours / sdpa_flash | ours_alibi / ours | ours_relbias / ours |")
+              + "".join(f" | {top} / {bottom}" for top, bottom in ratios) + " |")
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
 
     shapes = shapes_at_fixed_tokens(args.tokens, args.hidden, as_list(args.seqlens, int),
                                     as_list(args.dims, int), [bool(int(c)) for c in as_list(args.causal)])
     for shape in shapes:
-        if args.profile:
-            per_kernel, wall_ms = kernel_breakdown(shape)
+        # Our kernel with each positional bias among the providers, kernel by kernel.
+        biases = [PROVIDERS[name][1] for name in providers if name in ("ours_alibi", "ours_relbias")]
+        for bias in [None, *biases] if args.profile else []:
+            per_kernel, wall_ms = kernel_breakdown(shape, bias)
             kernels_ms = ", ".join(f"{name[:24]} {ms:.3f}" for name, ms in per_kernel.items())
-            print(f"{shape}: wall {wall_ms:.3f} ms/step, GPU {sum(per_kernel.values()):.3f} ms: {kernels_ms}")
-            records.append({"shape": vars(shape), "wall_ms": wall_ms, "kernels_ms": per_kernel})
+            print(f"{shape} bias={bias}: wall {wall_ms:.3f} ms/step, GPU {sum(per_kernel.values()):.3f} ms: "
+                  f"{kernels_ms}")
+            records.append({"shape": vars(shape), "bias": bias, "wall_ms": wall_ms, "kernels_ms": per_kernel})
         if "ours" in providers:
             error = agreement_with_sdpa(shape)
             records.append({"shape": vars(shape), "max_abs_diff_vs_sdpa_flash": error})
@@ -89,10 +105,9 @@ def main():
                       f"causal={int(shape.causal)}: {speed[name]:7.1f} TFLOP/s "
                       f"({time.time() - started:.0f}s incl. compile/tune)", flush=True)
             cells = " | ".join("err" if speed[p] != speed[p] else f"{speed[p]:.0f}" for p in providers)
-            lines.append(f"| {shape.seqlen} | {shape.head_dim} | {int(shape.causal)} | {mode} | {cells} | "
-                         f"{format_ratio(speed.get('ours', float('nan')), speed.get('sdpa_flash', float('nan')))} | "
-                         f"{format_ratio(speed.get('ours_alibi', float('nan')), speed.get('ours', float('nan')))} | "
-                         f"{format_ratio(speed.get('ours_relbias', float('nan')), speed.get('ours', float('nan')))} |")
+            ratio_cells = "".join(f" | {format_ratio(speed[top], speed[bottom])}" for top, bottom in ratios)
+            lines.append(f"| {shape.seqlen} | {shape.head_dim} | {int(shape.causal)} | {mode} | {cells}"
+                         f"{ratio_cells} |")
             save(args, lines, records)
 
     memory_seqlens = as_list(args.memory_seqlens, int)

@@ -9,7 +9,10 @@ convention (forward 4*B*H*Sq*Sk*D, halved when causal; backward 2.5x the forward
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -53,14 +56,19 @@ def relative_bias_by_distance(heads: int, device) -> torch.Tensor:
 # must produce as well).
 
 
-def _ours(shape: Shape, bias: str | None):
-    slopes = alibi_slopes(shape.heads, "cuda") if bias == "alibi" else None
-    relative = relative_bias_by_distance(shape.heads, "cuda") if bias == "relative" else None
+def _triton_kernel(attention: Callable = flash_attn_func):
+    """Builder for a `flash_attn_func` (ours, or a candidate copy of it)."""
+    def build(shape: Shape, bias: str | None):
+        slopes = alibi_slopes(shape.heads, "cuda") if bias == "alibi" else None
+        relative = relative_bias_by_distance(shape.heads, "cuda") if bias == "relative" else None
 
-    def run(q, k, v):
-        return flash_attn_func(q, k, v, causal=shape.causal, alibi_slopes=slopes,
-                               relative_bias=relative)
-    return run, False, () if relative is None else (relative,)
+        def run(q, k, v):
+            return attention(q, k, v, causal=shape.causal, alibi_slopes=slopes, relative_bias=relative)
+        return run, False, () if relative is None else (relative,)
+    return build
+
+
+_ours = _triton_kernel()
 
 
 def _sdpa(backend: SDPBackend):
@@ -102,9 +110,23 @@ def _flex(shape: Shape, bias: str | None):
             distance = (kv_idx - q_idx).clamp(-RELATIVE_WINDOW, RELATIVE_WINDOW)
             return score + relative[h, distance + RELATIVE_WINDOW]
 
-    def run(q, k, v):
-        return _compiled_flex(q, k, v, score_mod=score_mod, block_mask=block_mask)
-    return run, True, learned
+    def run_with(kernel_options):
+        return lambda q, k, v: _compiled_flex(q, k, v, score_mod=score_mod, block_mask=block_mask,
+                                              kernel_options=kernel_options)
+    if not learned:
+        return run_with(None), True, learned
+    # A learned bias's gradient makes Inductor's default FlexAttention tiles overflow shared
+    # memory on some shapes ("No valid triton configs"): take the first stage count that
+    # compiles, forward and backward, rather than report the peer as failed.
+    q, k, v = _inputs(shape, True, torch.bfloat16)
+    for kernel_options in (None, {"num_stages": 2}, {"num_stages": 1}):
+        try:
+            torch.autograd.grad(run_with(kernel_options)(q, k, v).sum(), (q, k, v, *learned))
+            print(f"  flex with a learned bias: kernel_options={kernel_options}")
+            return run_with(kernel_options), True, learned
+        except Exception:  # noqa: BLE001  (Inductor raises several types for this)
+            torch._dynamo.reset()
+    raise RuntimeError("FlexAttention with a learned bias compiled with no tried num_stages")
 
 
 PROVIDERS = {  # name: (builder, bias kind)
@@ -117,6 +139,24 @@ PROVIDERS = {  # name: (builder, bias kind)
     "flex_alibi": (_flex, "alibi"),
     "flex_relbias": (_flex, "relative"),
 }
+
+
+def load_candidate_kernel(path: str):
+    """Add providers cand, cand_alibi and cand_relbias: `flash_attn_func` of an edited copy of
+    kernels/flash_attention.py at `path`, to time a kernel change beside the committed kernel in
+    one run. The copy's custom ops are renamed so that both modules can register theirs.
+    Returns the loaded module."""
+    source = Path(path).read_text()
+    if '"megatron_lite::' not in source:
+        raise ValueError(f"{path} does not look like a copy of kernels/flash_attention.py")
+    copy = Path(tempfile.mkdtemp()) / "candidate_flash_attention.py"
+    copy.write_text(source.replace('"megatron_lite::', '"megatron_lite_candidate::'))
+    spec = importlib.util.spec_from_file_location("candidate_flash_attention", copy)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # Triton reads the kernels' source from `copy`
+    for name, bias in (("cand", None), ("cand_alibi", "alibi"), ("cand_relbias", "relative")):
+        PROVIDERS[name] = (_triton_kernel(module.flash_attn_func), bias)
+    return module
 
 
 def _inputs(shape: Shape, heads_first: bool, dtype: torch.dtype, seed: int = 0):

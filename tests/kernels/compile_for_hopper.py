@@ -11,41 +11,12 @@ from __future__ import annotations
 import os
 import sys
 
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+from kernels.sm90_compile import compile_for_sm90, jit_function
 
-POINTER_TYPES = {"KeyMask": "*u8", "SegIds": "*i32", "Slopes": "*fp32", "RelBias": "*fp32",
-                 "DRelBias": "*fp32", "Lse": "*fp32", "Delta": "*fp32", "DLse": "*fp32",
-                 "Mask": "*i1"}
 FEATURES = ("CAUSAL", "HAS_ALIBI", "HAS_REL_BIAS", "HAS_KEY_MASK", "HAS_SEGMENTS", "HAS_DROPOUT")
 # Each feature on at least once, and the plain causal and non-causal kernels.
 FEATURE_SETS = [(), ("CAUSAL",), ("CAUSAL", "HAS_ALIBI", "HAS_SEGMENTS"),
                 ("HAS_REL_BIAS", "HAS_KEY_MASK"), ("CAUSAL", "HAS_REL_BIAS", "HAS_DROPOUT")]
-
-
-def _jit_function(kernel) -> triton.runtime.jit.JITFunction:
-    while not isinstance(kernel, triton.runtime.jit.JITFunction):  # autotuner, heuristics
-        kernel = kernel.fn
-    return kernel
-
-
-def compile_kernel(kernel, constexprs: dict, dtype: str = "bf16"):
-    fn = _jit_function(kernel)
-    signature = {}
-    for name in fn.arg_names:
-        if name in constexprs:
-            signature[name] = "constexpr"
-        elif name[0].isupper():  # the kernels name their pointers in CamelCase
-            signature[name] = POINTER_TYPES.get(name, f"*{dtype}")
-        elif name in ("qk_scale", "dropout_p"):
-            signature[name] = "fp32"
-        else:
-            signature[name] = "i64" if name == "seed" else "i32"
-    source = ASTSource(fn, signature,
-                       constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32),
-                          options={"num_warps": 8, "num_stages": 3})
 
 
 def main() -> int:
@@ -61,16 +32,16 @@ def main() -> int:
         for kernel, extra in ((fa._fwd_kernel, {"EVEN_M": False}),
                               (fa._bwd_kv_kernel, {"BLOCK_N": 128}), (fa._bwd_q_kernel, {})):
             try:
-                compile_kernel(kernel, {**tiles, **flags, **extra})
+                compile_for_sm90(kernel, {**tiles, **flags, **extra})
             except Exception as error:  # report every failing variant, not just the first
-                failures.append(f"{_jit_function(kernel).__name__} {features}: {error}")
+                failures.append(f"{jit_function(kernel).__name__} {features}: {error}")
     for kernel, constexprs in ((fa._bwd_delta_kernel, dict(HAS_DLSE=True, HEAD_DIM=96, BLOCK_D=128,
                                                            BLOCK_M=64)),
                                (fa._dropout_mask_kernel, dict(BLOCK_M=32, BLOCK_N=32))):
         try:
-            compile_kernel(kernel, constexprs)
+            compile_for_sm90(kernel, constexprs)
         except Exception as error:
-            failures.append(f"{_jit_function(kernel).__name__}: {error}")
+            failures.append(f"{jit_function(kernel).__name__}: {error}")
     print("\n".join(failures) or "all kernels compiled for sm_90")
     return 1 if failures else 0
 

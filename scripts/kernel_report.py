@@ -1,0 +1,84 @@
+"""What Triton's compiler makes of the attention kernels for sm_90, on a machine without a GPU:
+shared memory, registers and spills, layout conversions, vectorised or element-wise copies,
+per kernel and tile. A free predictor to read before timing a kernel change on the GPU.
+
+    python scripts/kernel_report.py --head-dim 64 --features HAS_REL_BIAS
+    python scripts/kernel_report.py --kernel-file edited_copy.py --features CAUSAL,HAS_REL_BIAS
+
+Tiles are the module's own tuning candidates for the head dim (all of them, or --first-only).
+Run without TRITON_INTERPRET.
+"""
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kernels.sm90_compile import compile_for_sm90, resource_report  # noqa: E402
+
+FEATURES = ("CAUSAL", "HAS_ALIBI", "HAS_REL_BIAS", "HAS_KEY_MASK", "HAS_SEGMENTS", "HAS_DROPOUT")
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--kernel-file", default=str(ROOT / "kernels" / "flash_attention.py"),
+                        help="the kernel module (an edited copy of kernels/flash_attention.py)")
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--features", default="", help=f"comma-separated, of {', '.join(FEATURES)}")
+    parser.add_argument("--kernels", default="fwd,kv,dq", help="fwd, kv (dk/dv), dq")
+    parser.add_argument("--first-only", action="store_true", help="only the first tile of each table")
+    return parser.parse_args()
+
+
+def load_module(path: str):
+    source = Path(path).read_text().replace('"megatron_lite::', '"megatron_lite_report::')
+    copy = Path(os.environ.get("TMPDIR", "/tmp")) / "kernel_report_module.py"
+    copy.write_text(source)
+    spec = importlib.util.spec_from_file_location("kernel_report_module", copy)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main():
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        sys.exit("kernel_report.py compiles for sm_90: run it without TRITON_INTERPRET=1")
+    args = parse_args()
+    features = [name for name in args.features.split(",") if name]
+    unknown = set(features) - set(FEATURES)
+    if unknown:
+        sys.exit(f"unknown features {sorted(unknown)}; choose from {', '.join(FEATURES)}")
+    fa = load_module(args.kernel_file)
+    block_d = fa._head_block(args.head_dim)
+    kernels = {"fwd": (fa._fwd_kernel, fa._ROW_MAJOR_TILES, {"EVEN_M": True}),
+               "kv": (fa._bwd_kv_kernel, fa._KEY_MAJOR_TILES, {}),
+               "dq": (fa._bwd_q_kernel, fa._DQ_TILES, {})}
+    print(f"{Path(args.kernel_file).name}, D = {args.head_dim}, features: {', '.join(features) or 'none'}")
+    print("| kernel | BLOCK_M x BLOCK_N, warps, stages | shared KiB | registers | spill bytes | "
+          "layout conversions | 16-byte copies | 4-byte copies | global loads |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in args.kernels.split(","):
+        kernel, tiles, extra = kernels[name]
+        candidates = tiles[min(c for c in tiles if c >= block_d)]
+        for block_m, block_n, warps, stages in candidates[:1] if args.first_only else candidates:
+            constexprs = {**{f: f in features for f in FEATURES}, **extra, "HEAD_DIM": args.head_dim,
+                          "BLOCK_D": block_d, "DOT_PRECISION": "tf32", "BLOCK_M": block_m, "BLOCK_N": block_n}
+            try:
+                report = resource_report(compile_for_sm90(kernel, constexprs, num_warps=warps,
+                                                          num_stages=stages, aligned=True))
+            except Exception as error:  # a tile the compiler refuses is a row, not the end
+                print(f"| {name} | {block_m} x {block_n}, {warps}, {stages} | failed: "
+                      f"{str(error).splitlines()[0][:80]} | | | | | | |", flush=True)
+                continue
+            print(f"| {name} | {block_m} x {block_n}, {warps}, {stages} | {report['shared_bytes'] / 1024:.0f} | "
+                  f"{report['registers']} | {report['spill_bytes']} | {report['layout_conversions']} | "
+                  f"{report['async_copies_16B']} | {report['async_copies_4B']} | {report['global_loads']} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

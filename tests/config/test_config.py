@@ -27,9 +27,12 @@ def test_every_primary_yaml_composes_and_validates(path: Path):
     assert dataclasses.is_dataclass(obj)
 
 
-@pytest.mark.parametrize("preset", sorted((CONF_DIR / "preset").glob("*.yaml")), ids=lambda p: p.name)
+GPT_PRESETS = [*(CONF_DIR / "preset").glob("*.yaml"), *(CONF_DIR / "preset" / "gpt").glob("*.yaml")]
+
+
+@pytest.mark.parametrize("preset", sorted(GPT_PRESETS), ids=lambda p: str(p.relative_to(CONF_DIR / "preset")))
 def test_every_preset_composes_and_validates(preset: Path):
-    cfg = compose_gpt([f"+preset={preset.stem}"])
+    cfg = compose_gpt([f"+preset={preset.relative_to(CONF_DIR / 'preset').with_suffix('').as_posix()}"])
     assert isinstance(cfg, GPTConfig)
 
 

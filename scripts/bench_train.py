@@ -74,20 +74,17 @@ def run(args: argparse.Namespace) -> None:
                 overrides = [*args.overrides, *length_overrides(family, lengths), *SWITCHES[family][variant]]
                 cfg = OmegaConf.to_object(compose(config_name=args.config_name, overrides=overrides))
                 reject_unknown_keys(cfg)
-                try:
-                    result = measure_training(cfg, steps=args.steps, warmup=args.warmup, device=device)
-                    lines.append(format_row(lengths, variant, cfg, result))
-                    records.append({"lengths": lengths, "variant": variant, **vars(result)})
-                except (torch.OutOfMemoryError, RuntimeError) as error:
-                    message = "".join(traceback.format_exception_only(error)).strip().splitlines()[0][:120]
-                    lines.append(format_row(lengths, variant, cfg, None, f"failed: {message}"))
-                    records.append({"lengths": lengths, "variant": variant, "error": message})
-                finally:
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
+                lines.append(measured_row(
+                    lambda: measure_training(cfg, steps=args.steps, warmup=args.warmup, device=device),
+                    lengths, variant, cfg, device, records))
                 print(lines[-1], flush=True)
-            if args.peer:
-                lines.append(measure_peer_row(args, cfg, family, lengths, device, records))
+            if args.peer:  # the Hugging Face model of the last variant's shape, micro-batch size
+                shape = PeerShape.of(cfg, family, padded_vocab_size(cfg, build_tokenizer_from_config(cfg)))
+                lines.append(measured_row(
+                    lambda: measure_peer(family, shape, tuple(int(n) for n in lengths.split(":")),
+                                         cfg.model.micro_batch_size, steps=args.steps, warmup=args.warmup,
+                                         device=device, precision=cfg.trainer.lightning_precision),
+                    lengths, "HF peer", cfg, device, records, batch=cfg.model.micro_batch_size))
                 print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print("\n" + text)
@@ -97,23 +94,21 @@ def run(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(records, indent=1))
 
 
-def measure_peer_row(args: argparse.Namespace, cfg, family: str, lengths: str, device: torch.device,
-                     records: list) -> str:
-    """The Hugging Face peer of cfg's shape at these lengths, as a table row "HF peer"."""
-    shape = PeerShape.of(cfg, family, padded_vocab_size(cfg, build_tokenizer_from_config(cfg)))
+def measured_row(measure, lengths: str, variant: str, cfg, device: torch.device, records: list,
+                 batch: int | None = None) -> str:
+    """The table row of measure() (a TrainingMeasurement), or of its failure (e.g. out of
+    memory), recorded in `records` either way."""
     try:
-        result = measure_peer(family, shape, tuple(int(n) for n in lengths.split(":")),
-                              cfg.model.micro_batch_size, steps=args.steps, warmup=args.warmup, device=device,
-                              precision=cfg.trainer.lightning_precision)
+        result = measure()
     except (torch.OutOfMemoryError, RuntimeError) as error:
         message = "".join(traceback.format_exception_only(error)).strip().splitlines()[0][:120]
-        records.append({"lengths": lengths, "variant": "HF peer", "error": message})
-        return format_row(lengths, "HF peer", cfg, None, f"failed: {message}", batch=cfg.model.micro_batch_size)
+        records.append({"lengths": lengths, "variant": variant, "error": message})
+        return format_row(lengths, variant, cfg, None, f"failed: {message}", batch=batch)
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    records.append({"lengths": lengths, "variant": "HF peer", **vars(result)})
-    return format_row(lengths, "HF peer", cfg, result, batch=cfg.model.micro_batch_size)
+    records.append({"lengths": lengths, "variant": variant, **vars(result)})
+    return format_row(lengths, variant, cfg, result, batch=batch)
 
 
 if __name__ == "__main__":

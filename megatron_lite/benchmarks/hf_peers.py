@@ -10,11 +10,11 @@ and decoder positions), as `megatron_lite.benchmarks.training` does.
 from __future__ import annotations
 
 import dataclasses
-import time
+import itertools
 
 import torch
 
-from megatron_lite.benchmarks.training import AUTOCAST, TrainingMeasurement
+from megatron_lite.benchmarks.training import AUTOCAST, TrainingMeasurement, time_training_steps
 from megatron_lite.config import RunConfig
 
 
@@ -75,33 +75,16 @@ def measure_peer(family: str, shape: PeerShape, lengths: tuple[int, ...], batch:
     torch.manual_seed(0)
     model = build_peer(family, shape, lengths[0]).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    batches = [random_batch(family, shape.vocab, batch, lengths, device) for _ in range(4)]
+    batches = itertools.cycle([random_batch(family, shape.vocab, batch, lengths, device) for _ in range(4)])
 
-    def step(index: int) -> torch.Tensor:
+    def step() -> torch.Tensor:
         with torch.autocast(device.type, dtype=AUTOCAST.get(precision), enabled=precision in AUTOCAST):
-            loss = model(**batches[index % len(batches)]).loss
+            loss = model(**next(batches)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
-    for index in range(warmup):
-        step(index)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    started = time.perf_counter()
-    losses = [step(index) for index in range(steps)]
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - started
-    tokens_per_step = batch * sum(lengths)
-    return TrainingMeasurement(
-        tokens_per_step=tokens_per_step,
-        step_ms=1e3 * elapsed / steps,
-        tokens_per_sec=tokens_per_step * steps / elapsed,
-        peak_memory_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-        mfu=None,
-        losses=[float(loss) for loss in losses],
-    )
+    return time_training_steps(step, steps=steps, warmup=warmup, device=device,
+                               tokens_per_step=batch * sum(lengths))

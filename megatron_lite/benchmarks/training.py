@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 import math
 import time
+from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader
@@ -83,7 +84,7 @@ def measure_training(cfg: RunConfig, *, steps: int, warmup: int, device: torch.d
     batches = itertools.cycle(_micro_batches(cfg, train_set, min(8, (steps + warmup) * accumulate), device))
     clip = cfg.trainer.gradient_clip_val
 
-    def step() -> float:
+    def step() -> torch.Tensor:
         total = 0.0
         for _ in range(accumulate):
             with torch.autocast(device.type, dtype=AUTOCAST.get(precision), enabled=precision in AUTOCAST):
@@ -98,6 +99,19 @@ def measure_training(cfg: RunConfig, *, steps: int, warmup: int, device: torch.d
         optimizer.zero_grad(set_to_none=True)
         return total
 
+    return time_training_steps(
+        step, steps=steps, warmup=warmup, device=device,
+        tokens_per_step=cfg.model.global_batch_size * family.tokens_per_sample(cfg),
+        flops_per_step=cfg.model.global_batch_size * family.flops_per_sample(model, cfg),
+        peak=peak_flops(device, precision),
+    )
+
+
+def time_training_steps(step: Callable[[], torch.Tensor], *, steps: int, warmup: int, device: torch.device,
+                        tokens_per_step: int, flops_per_step: float | None = None,
+                        peak: float | None = None) -> TrainingMeasurement:
+    """Run `warmup` untimed steps, then time `steps` steps of `step` (which returns the loss).
+    MFU needs both the step's FLOPs and the device's peak; peak memory is measured on CUDA only."""
     def synchronize() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -107,21 +121,16 @@ def measure_training(cfg: RunConfig, *, steps: int, warmup: int, device: torch.d
     synchronize()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    losses = []
     started = time.perf_counter()
-    for _ in range(steps):
-        losses.append(step())
+    losses = [step() for _ in range(steps)]
     synchronize()
     elapsed = time.perf_counter() - started
-    tokens_per_step = cfg.model.global_batch_size * family.tokens_per_sample(cfg)
-    peak = peak_flops(device, precision)
-    flops_per_step = cfg.model.global_batch_size * family.flops_per_sample(model, cfg)
     return TrainingMeasurement(
         tokens_per_step=tokens_per_step,
         step_ms=1e3 * elapsed / steps,
         tokens_per_sec=tokens_per_step * steps / elapsed,
         peak_memory_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-        mfu=None if peak is None else flops_per_step * steps / elapsed / peak,
+        mfu=None if peak is None or flops_per_step is None else flops_per_step * steps / elapsed / peak,
         losses=[float(loss) for loss in losses],
     )
 

@@ -17,6 +17,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+FEATURES = ("CAUSAL", "HAS_ALIBI", "HAS_REL_BIAS", "HAS_KEY_MASK", "HAS_SEGMENTS", "HAS_DROPOUT")
 POINTER_TYPES = {"KeyMask": "*u8", "SegIds": "*i32", "Slopes": "*fp32", "RelBias": "*fp32",
                  "DRelBias": "*fp32", "Lse": "*fp32", "Delta": "*fp32", "DLse": "*fp32",
                  "Mask": "*i1"}

@@ -10,7 +10,6 @@ Run without TRITON_INTERPRET.
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -18,9 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kernels.sm90_compile import compile_for_sm90, resource_report  # noqa: E402
-
-FEATURES = ("CAUSAL", "HAS_ALIBI", "HAS_REL_BIAS", "HAS_KEY_MASK", "HAS_SEGMENTS", "HAS_DROPOUT")
+from kernels.module_copy import load_kernel_copy  # noqa: E402
+from kernels.sm90_compile import FEATURES, compile_for_sm90, resource_report  # noqa: E402
 
 
 def parse_args():
@@ -34,16 +32,6 @@ def parse_args():
     return parser.parse_args()
 
 
-def load_module(path: str):
-    source = Path(path).read_text().replace('"megatron_lite::', '"megatron_lite_report::')
-    copy = Path(os.environ.get("TMPDIR", "/tmp")) / "kernel_report_module.py"
-    copy.write_text(source)
-    spec = importlib.util.spec_from_file_location("kernel_report_module", copy)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main():
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         sys.exit("kernel_report.py compiles for sm_90: run it without TRITON_INTERPRET=1")
@@ -52,7 +40,7 @@ def main():
     unknown = set(features) - set(FEATURES)
     if unknown:
         sys.exit(f"unknown features {sorted(unknown)}; choose from {', '.join(FEATURES)}")
-    fa = load_module(args.kernel_file)
+    fa = load_kernel_copy(args.kernel_file, "megatron_lite_report")
     block_d = fa._head_block(args.head_dim)
     kernels = {"fwd": (fa._fwd_kernel, fa._ROW_MAJOR_TILES, {"EVEN_M": True}),
                "kv": (fa._bwd_kv_kernel, fa._KEY_MAJOR_TILES, {}),

@@ -9,10 +9,7 @@ convention (forward 4*B*H*Sq*Sk*D, halved when causal; backward 2.5x the forward
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
-import tempfile
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -20,6 +17,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from kernels.flash_attention import flash_attn_func
+from kernels.module_copy import load_kernel_copy
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 RELATIVE_WINDOW = 128  # T5's relative_attention_max_distance
@@ -144,16 +142,8 @@ PROVIDERS = {  # name: (builder, bias kind)
 def load_candidate_kernel(path: str):
     """Add providers cand, cand_alibi and cand_relbias: `flash_attn_func` of an edited copy of
     kernels/flash_attention.py at `path`, to time a kernel change beside the committed kernel in
-    one run. The copy's custom ops are renamed so that both modules can register theirs.
-    Returns the loaded module."""
-    source = Path(path).read_text()
-    if '"megatron_lite::' not in source:
-        raise ValueError(f"{path} does not look like a copy of kernels/flash_attention.py")
-    copy = Path(tempfile.mkdtemp()) / "candidate_flash_attention.py"
-    copy.write_text(source.replace('"megatron_lite::', '"megatron_lite_candidate::'))
-    spec = importlib.util.spec_from_file_location("candidate_flash_attention", copy)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # Triton reads the kernels' source from `copy`
+    one run. Returns the loaded module."""
+    module = load_kernel_copy(path, "megatron_lite_candidate")
     for name, bias in (("cand", None), ("cand_alibi", "alibi"), ("cand_relbias", "relative")):
         PROVIDERS[name] = (_triton_kernel(module.flash_attn_func), bias)
     return module

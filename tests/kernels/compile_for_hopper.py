@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
-from kernels.sm90_compile import compile_for_sm90, jit_function
+from kernels.sm90_compile import FEATURES, compile_for_sm90, jit_function
 
-FEATURES = ("CAUSAL", "HAS_ALIBI", "HAS_REL_BIAS", "HAS_KEY_MASK", "HAS_SEGMENTS", "HAS_DROPOUT")
 # Each feature on at least once, and the plain causal and non-causal kernels.
 FEATURE_SETS = [(), ("CAUSAL",), ("CAUSAL", "HAS_ALIBI", "HAS_SEGMENTS"),
                 ("HAS_REL_BIAS", "HAS_KEY_MASK"), ("CAUSAL", "HAS_REL_BIAS", "HAS_DROPOUT")]

@@ -79,10 +79,15 @@ def _dropout_keep(seed, rows, cols, batch_head, dropout_p):
 
 
 @triton.jit
+def _clamp(distance, rel_window):
+    """distance clamped to [-W, W], the relative bias's window."""
+    return tl.minimum(tl.maximum(distance, -rel_window), rel_window)
+
+
+@triton.jit
 def _clamped_distance(rows, cols, seqlen_q, seqlen_k, rel_window):
     """j - i' (i' the bottom-right aligned query position), clamped to [-W, W]."""
-    distance = cols - rows - (seqlen_k - seqlen_q)
-    return tl.minimum(tl.maximum(distance, -rel_window), rel_window)
+    return _clamp(cols - rows - (seqlen_k - seqlen_q), rel_window)
 
 
 @triton.jit
@@ -408,10 +413,10 @@ def _rel_bias_grad(ds_t, tile_distances, rel_window, drel_row, far_left, far_rig
         on_diagonal, below_diagonal = _diagonal_sums(ds_t, BLOCK_N, BLOCK_M)
         r = tl.arange(0, BLOCK_N)
         base = nearest + BLOCK_M - 1
-        tl.atomic_add(drel_row + tl.minimum(tl.maximum(base + r, -rel_window), rel_window)
-                      + rel_window, on_diagonal, sem="relaxed")
-        tl.atomic_add(drel_row + tl.minimum(tl.maximum(base + r - BLOCK_N, -rel_window), rel_window)
-                      + rel_window, below_diagonal, mask=r > BLOCK_N - BLOCK_M, sem="relaxed")
+        tl.atomic_add(drel_row + _clamp(base + r, rel_window) + rel_window, on_diagonal,
+                      sem="relaxed")
+        tl.atomic_add(drel_row + _clamp(base + r - BLOCK_N, rel_window) + rel_window,
+                      below_diagonal, mask=r > BLOCK_N - BLOCK_M, sem="relaxed")
     return far_left, far_right
 
 

@@ -7,6 +7,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
@@ -103,3 +104,10 @@ def read_metrics(log_dir: Path) -> list[dict[str, str]]:
 
 def metric_by_step(log_dir: Path, name: str) -> dict[int, float]:
     return {int(row["step"]): float(row[name]) for row in read_metrics(log_dir) if row.get(name)}
+
+
+def copy_weight(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """dst <- src for a parameter copied from a reference model (shapes must agree)."""
+    assert dst.shape == src.shape, (dst.shape, src.shape)
+    with torch.no_grad():
+        dst.copy_(src)

@@ -67,6 +67,12 @@ def dataset(corpus, tokenizer, tmp_path_factory) -> T5Dataset:
     return train
 
 
+def _over_windows(windows, tokenizer, seed: int) -> T5Dataset:
+    """Span corruption at the test lengths over given raw windows."""
+    return T5Dataset(windows, seq_length=SEQ_LENGTH, seq_length_dec=SEQ_LENGTH_DEC, seed=seed,
+                     eod_id=tokenizer.eod_id, pad_id=tokenizer.pad_id, sentinel_ids=tokenizer.sentinel_ids)
+
+
 def _sentinel_numbers(sequence: torch.Tensor, tokenizer) -> list[int]:
     numbers = {sentinel: n for n, sentinel in enumerate(tokenizer.sentinel_ids)}
     return [numbers[token] for token in sequence.tolist() if token in numbers]
@@ -149,15 +155,7 @@ def test_items_are_a_pure_function_of_index_and_seed(corpus, tokenizer, dataset,
         for other in (rebuilt, copy):
             assert all(torch.equal(other[index][key], expected[key]) for key in KEYS)
     # Another seed over the very same windows corrupts them differently.
-    reseeded = T5Dataset(
-        dataset.windows,
-        seq_length=SEQ_LENGTH,
-        seq_length_dec=SEQ_LENGTH_DEC,
-        seed=4321,
-        eod_id=tokenizer.eod_id,
-        pad_id=tokenizer.pad_id,
-        sentinel_ids=tokenizer.sentinel_ids,
-    )
+    reseeded = _over_windows(dataset.windows, tokenizer, seed=4321)
     differing = sum(
         not torch.equal(reseeded[index]["text_enc"], dataset[index]["text_enc"])
         for index in range(50)
@@ -265,12 +263,4 @@ def test_windows_of_the_wrong_length_are_refused(corpus, tokenizer, tmp_path):
         cache_dir=str(tmp_path),
     )
     with pytest.raises(ValueError, match=r"the windows hold 129 tokens but .* needs 141"):
-        T5Dataset(
-            windows,
-            seq_length=SEQ_LENGTH,
-            seq_length_dec=SEQ_LENGTH_DEC,
-            seed=1,
-            eod_id=tokenizer.eod_id,
-            pad_id=tokenizer.pad_id,
-            sentinel_ids=tokenizer.sentinel_ids,
-        )
+        _over_windows(windows, tokenizer, seed=1)

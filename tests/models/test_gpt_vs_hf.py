@@ -12,16 +12,11 @@ import torch
 
 from megatron_lite.config import GPTModelConfig
 from megatron_lite.models import GPTModel
+from tests.gpt_testing import copy_weight
 
 transformers = pytest.importorskip("transformers")
 
 VOCAB = 96
-
-
-def _copy(dst: torch.Tensor, src: torch.Tensor) -> None:
-    assert dst.shape == src.shape, (dst.shape, src.shape)
-    with torch.no_grad():
-        dst.copy_(src)
 
 
 def _gpt2_pair(seq: int):
@@ -38,25 +33,25 @@ def _gpt2_pair(seq: int):
     )
     ours = GPTModel(cfg, VOCAB).eval()
     sd = hf.state_dict()
-    _copy(ours.embedding.word_embeddings.weight, sd["transformer.wte.weight"])
-    _copy(ours.embedding.position_embeddings.weight, sd["transformer.wpe.weight"])
+    copy_weight(ours.embedding.word_embeddings.weight, sd["transformer.wte.weight"])
+    copy_weight(ours.embedding.position_embeddings.weight, sd["transformer.wpe.weight"])
     for i, layer in enumerate(ours.decoder.layers):
         p = f"transformer.h.{i}."
         # GPT-2's Conv1D stores [in, out]: the transpose of nn.Linear. c_attn is [q | k | v].
-        _copy(layer.attention_norm.weight, sd[p + "ln_1.weight"])
-        _copy(layer.attention_norm.bias, sd[p + "ln_1.bias"])
-        _copy(layer.attention.linear_qkv.weight, sd[p + "attn.c_attn.weight"].t())
-        _copy(layer.attention.linear_qkv.bias, sd[p + "attn.c_attn.bias"])
-        _copy(layer.attention.linear_proj.weight, sd[p + "attn.c_proj.weight"].t())
-        _copy(layer.attention.linear_proj.bias, sd[p + "attn.c_proj.bias"])
-        _copy(layer.mlp_norm.weight, sd[p + "ln_2.weight"])
-        _copy(layer.mlp_norm.bias, sd[p + "ln_2.bias"])
-        _copy(layer.mlp.linear_fc1.weight, sd[p + "mlp.c_fc.weight"].t())
-        _copy(layer.mlp.linear_fc1.bias, sd[p + "mlp.c_fc.bias"])
-        _copy(layer.mlp.linear_fc2.weight, sd[p + "mlp.c_proj.weight"].t())
-        _copy(layer.mlp.linear_fc2.bias, sd[p + "mlp.c_proj.bias"])
-    _copy(ours.decoder.final_norm.weight, sd["transformer.ln_f.weight"])
-    _copy(ours.decoder.final_norm.bias, sd["transformer.ln_f.bias"])
+        copy_weight(layer.attention_norm.weight, sd[p + "ln_1.weight"])
+        copy_weight(layer.attention_norm.bias, sd[p + "ln_1.bias"])
+        copy_weight(layer.attention.linear_qkv.weight, sd[p + "attn.c_attn.weight"].t())
+        copy_weight(layer.attention.linear_qkv.bias, sd[p + "attn.c_attn.bias"])
+        copy_weight(layer.attention.linear_proj.weight, sd[p + "attn.c_proj.weight"].t())
+        copy_weight(layer.attention.linear_proj.bias, sd[p + "attn.c_proj.bias"])
+        copy_weight(layer.mlp_norm.weight, sd[p + "ln_2.weight"])
+        copy_weight(layer.mlp_norm.bias, sd[p + "ln_2.bias"])
+        copy_weight(layer.mlp.linear_fc1.weight, sd[p + "mlp.c_fc.weight"].t())
+        copy_weight(layer.mlp.linear_fc1.bias, sd[p + "mlp.c_fc.bias"])
+        copy_weight(layer.mlp.linear_fc2.weight, sd[p + "mlp.c_proj.weight"].t())
+        copy_weight(layer.mlp.linear_fc2.bias, sd[p + "mlp.c_proj.bias"])
+    copy_weight(ours.decoder.final_norm.weight, sd["transformer.ln_f.weight"])
+    copy_weight(ours.decoder.final_norm.bias, sd["transformer.ln_f.bias"])
     return hf, ours
 
 
@@ -79,19 +74,19 @@ def _llama_pair(seq: int, head_dim: int):
     )
     ours = GPTModel(cfg, VOCAB).eval()
     sd = hf.state_dict()
-    _copy(ours.embedding.word_embeddings.weight, sd["model.embed_tokens.weight"])
+    copy_weight(ours.embedding.word_embeddings.weight, sd["model.embed_tokens.weight"])
     for i, layer in enumerate(ours.decoder.layers):
         p = f"model.layers.{i}."
         qkv = [sd[p + f"self_attn.{name}_proj.weight"] for name in "qkv"]
-        _copy(layer.attention_norm.weight, sd[p + "input_layernorm.weight"])
-        _copy(layer.attention.linear_qkv.weight, torch.cat(qkv))
-        _copy(layer.attention.linear_proj.weight, sd[p + "self_attn.o_proj.weight"])
-        _copy(layer.mlp_norm.weight, sd[p + "post_attention_layernorm.weight"])
+        copy_weight(layer.attention_norm.weight, sd[p + "input_layernorm.weight"])
+        copy_weight(layer.attention.linear_qkv.weight, torch.cat(qkv))
+        copy_weight(layer.attention.linear_proj.weight, sd[p + "self_attn.o_proj.weight"])
+        copy_weight(layer.mlp_norm.weight, sd[p + "post_attention_layernorm.weight"])
         gate_up = [sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]]
-        _copy(layer.mlp.linear_fc1.weight, torch.cat(gate_up))
-        _copy(layer.mlp.linear_fc2.weight, sd[p + "mlp.down_proj.weight"])
-    _copy(ours.decoder.final_norm.weight, sd["model.norm.weight"])
-    _copy(ours.output_layer.weight, sd["lm_head.weight"])
+        copy_weight(layer.mlp.linear_fc1.weight, torch.cat(gate_up))
+        copy_weight(layer.mlp.linear_fc2.weight, sd[p + "mlp.down_proj.weight"])
+    copy_weight(ours.decoder.final_norm.weight, sd["model.norm.weight"])
+    copy_weight(ours.output_layer.weight, sd["lm_head.weight"])
     return hf, ours
 
 

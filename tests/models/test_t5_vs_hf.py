@@ -19,17 +19,12 @@ import pytest
 import torch
 
 from megatron_lite.models import T5Model
+from tests.gpt_testing import copy_weight
 from tests.t5_testing import tiny_t5_config
 
 transformers = pytest.importorskip("transformers")
 
 VOCAB = 96
-
-
-def _copy(dst: torch.Tensor, src: torch.Tensor) -> None:
-    assert dst.shape == src.shape, (dst.shape, src.shape)
-    with torch.no_grad():
-        dst.copy_(src)
 
 
 def t5_pair(*, activation: str, kv_channels: int | None = None):
@@ -54,32 +49,32 @@ def t5_pair(*, activation: str, kv_channels: int | None = None):
                          decoder={"num_layers": 3}, tokens_head_bias=False)
     ours = T5Model(cfg, VOCAB).eval()
     sd = hf.state_dict()
-    _copy(ours.word_embeddings.weight, sd["shared.weight"])
+    copy_weight(ours.word_embeddings.weight, sd["shared.weight"])
     for name, stack_module in (("encoder", ours.encoder), ("decoder", ours.decoder)):
         # HF keeps the relative bias table in the first block of each stack only.
-        _copy(stack_module.relative_position_bias.relative_attention_bias.weight,
+        copy_weight(stack_module.relative_position_bias.relative_attention_bias.weight,
               sd[f"{name}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"])
-        _copy(stack_module.block.final_norm.weight, sd[f"{name}.final_layer_norm.weight"])
+        copy_weight(stack_module.block.final_norm.weight, sd[f"{name}.final_layer_norm.weight"])
         for i, layer in enumerate(stack_module.block.layers):
             p = f"{name}.block.{i}.layer."
             attn = p + "0.SelfAttention."
-            _copy(layer.attention_norm.weight, sd[p + "0.layer_norm.weight"])
-            _copy(layer.attention.linear_qkv.weight, torch.cat([sd[attn + x + ".weight"] for x in "qkv"]))
-            _copy(layer.attention.linear_proj.weight, sd[attn + "o.weight"])
+            copy_weight(layer.attention_norm.weight, sd[p + "0.layer_norm.weight"])
+            copy_weight(layer.attention.linear_qkv.weight, torch.cat([sd[attn + x + ".weight"] for x in "qkv"]))
+            copy_weight(layer.attention.linear_proj.weight, sd[attn + "o.weight"])
             ffn = 1
             if name == "decoder":
                 cross = p + "1.EncDecAttention."
-                _copy(layer.cross_attention_norm.weight, sd[p + "1.layer_norm.weight"])
-                _copy(layer.cross_attention.linear_q.weight, sd[cross + "q.weight"])
-                _copy(layer.cross_attention.linear_kv.weight,
+                copy_weight(layer.cross_attention_norm.weight, sd[p + "1.layer_norm.weight"])
+                copy_weight(layer.cross_attention.linear_q.weight, sd[cross + "q.weight"])
+                copy_weight(layer.cross_attention.linear_kv.weight,
                       torch.cat([sd[cross + "k.weight"], sd[cross + "v.weight"]]))
-                _copy(layer.cross_attention.linear_proj.weight, sd[cross + "o.weight"])
+                copy_weight(layer.cross_attention.linear_proj.weight, sd[cross + "o.weight"])
                 ffn = 2
             dense = f"{p}{ffn}.DenseReluDense."
-            _copy(layer.mlp_norm.weight, sd[f"{p}{ffn}.layer_norm.weight"])
+            copy_weight(layer.mlp_norm.weight, sd[f"{p}{ffn}.layer_norm.weight"])
             fc1 = [sd[dense + "wi_0.weight"], sd[dense + "wi_1.weight"]] if gated else [sd[dense + "wi.weight"]]
-            _copy(layer.mlp.linear_fc1.weight, torch.cat(fc1))  # [gate | up]: wi_0 is activated
-            _copy(layer.mlp.linear_fc2.weight, sd[dense + "wo.weight"])
+            copy_weight(layer.mlp.linear_fc1.weight, torch.cat(fc1))  # [gate | up]: wi_0 is activated
+            copy_weight(layer.mlp.linear_fc2.weight, sd[dense + "wo.weight"])
     return hf, ours
 
 

@@ -66,7 +66,34 @@ def dot_product_attention(
     return attention_reference(q, k, v, **options)
 
 
-class SelfAttention(nn.Module):
+class _Attention(nn.Module):
+    """What self- and cross-attention share: the head layout from the config, the attention
+    call (flash or PyTorch path, dropout only in training) and the output projection, which a
+    subclass creates as `linear_proj` after its input projections."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.num_groups = cfg.query_groups
+        self.head_dim = cfg.head_dim
+        self.use_flash = cfg.use_flash_attention
+        self.softmax_scale = cfg.softmax_scale
+        self.dropout_p = cfg.attention_dropout
+
+    def _attend_and_project(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            **options) -> torch.Tensor:
+        """q (B, Sq, Hq, D), k and v (B, Sk, Hkv, D) -> (B, Sq, C); options: causal and masks."""
+        out = dot_product_attention(
+            q, k, v,
+            use_flash=self.use_flash,
+            softmax_scale=self.softmax_scale,
+            dropout_p=self.dropout_p if self.training else 0.0,
+            **options,
+        )  # (B, Sq, Hq, D)
+        return self.linear_proj(out.reshape(*q.shape[:2], -1))
+
+
+class SelfAttention(_Attention):
     """Multi-head / grouped-query self-attention with a fused qkv projection; causal or not.
 
     The projection's output features are laid out [q heads | k heads | v heads], so q, k and v
@@ -75,19 +102,13 @@ class SelfAttention(nn.Module):
     """
 
     def __init__(self, cfg: TransformerConfig, *, causal: bool = True) -> None:
-        super().__init__()
-        self.num_heads = cfg.num_attention_heads
-        self.num_groups = cfg.query_groups
-        self.head_dim = cfg.head_dim
+        super().__init__(cfg)
         q_width = self.num_heads * self.head_dim
         kv_width = self.num_groups * self.head_dim
         self.split_sizes = (q_width, kv_width, kv_width)
         self.linear_qkv = nn.Linear(cfg.hidden_size, q_width + 2 * kv_width, bias=cfg.bias)
         self.linear_proj = nn.Linear(q_width, cfg.hidden_size, bias=cfg.bias)
         self.causal = causal
-        self.use_flash = cfg.use_flash_attention
-        self.softmax_scale = cfg.softmax_scale
-        self.dropout_p = cfg.attention_dropout
 
     def forward(
         self,
@@ -106,21 +127,13 @@ class SelfAttention(nn.Module):
         v = v.view(batch, seqlen, self.num_groups, self.head_dim)  # (B, S, Hkv, D)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        out = dot_product_attention(
-            q, k, v,
-            use_flash=self.use_flash,
-            causal=self.causal,
-            softmax_scale=self.softmax_scale,
-            dropout_p=self.dropout_p if self.training else 0.0,
-            segment_ids=segment_ids,
-            key_padding_mask=key_padding_mask,
-            relative_bias=relative_bias,
-            alibi_slopes=alibi_slopes,
-        )  # (B, S, Hq, D)
-        return self.linear_proj(out.reshape(batch, seqlen, -1))  # (B, S, C)
+        return self._attend_and_project(
+            q, k, v, causal=self.causal, segment_ids=segment_ids, key_padding_mask=key_padding_mask,
+            relative_bias=relative_bias, alibi_slopes=alibi_slopes,
+        )  # (B, S, C)
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_Attention):
     """Decoder queries attend to the encoder's output (the context), masked by its padding.
 
     The context's keys and values come from one fused projection laid out [k heads | v heads]
@@ -129,18 +142,12 @@ class CrossAttention(nn.Module):
     """
 
     def __init__(self, cfg: TransformerConfig) -> None:
-        super().__init__()
-        self.num_heads = cfg.num_attention_heads
-        self.num_groups = cfg.query_groups
-        self.head_dim = cfg.head_dim
+        super().__init__(cfg)
         q_width = self.num_heads * self.head_dim
         kv_width = self.num_groups * self.head_dim
         self.linear_q = nn.Linear(cfg.hidden_size, q_width, bias=cfg.bias)
         self.linear_kv = nn.Linear(cfg.hidden_size, 2 * kv_width, bias=cfg.bias)
         self.linear_proj = nn.Linear(q_width, cfg.hidden_size, bias=cfg.bias)
-        self.use_flash = cfg.use_flash_attention
-        self.softmax_scale = cfg.softmax_scale
-        self.dropout_p = cfg.attention_dropout
 
     def forward(self, x: torch.Tensor, context: torch.Tensor,
                 context_padding_mask: torch.Tensor | None) -> torch.Tensor:
@@ -148,12 +155,6 @@ class CrossAttention(nn.Module):
         context_len = context.shape[1]  # context: (B, Sk, C)
         q = self.linear_q(x).view(batch, seqlen, self.num_heads, self.head_dim)  # (B, Sq, Hq, D)
         k, v = self.linear_kv(context).view(batch, context_len, 2, self.num_groups, self.head_dim).unbind(2)
-        out = dot_product_attention(
-            q, k, v,  # k, v: (B, Sk, Hkv, D)
-            use_flash=self.use_flash,
-            causal=False,
-            softmax_scale=self.softmax_scale,
-            dropout_p=self.dropout_p if self.training else 0.0,
-            key_padding_mask=context_padding_mask,
-        )  # (B, Sq, Hq, D)
-        return self.linear_proj(out.reshape(batch, seqlen, -1))  # (B, Sq, C)
+        # k, v: (B, Sk, Hkv, D)
+        return self._attend_and_project(q, k, v, causal=False,
+                                        key_padding_mask=context_padding_mask)  # (B, Sq, C)

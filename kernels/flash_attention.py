@@ -84,56 +84,101 @@ def _clamp(distance, rel_window):
     return tl.minimum(tl.maximum(distance, -rel_window), rel_window)
 
 
-@triton.jit
-def _clamped_distance(rows, cols, seqlen_q, seqlen_k, rel_window):
-    """j - i' (i' the bottom-right aligned query position), clamped to [-W, W]."""
-    return _clamp(cols - rows - (seqlen_k - seqlen_q), rel_window)
+# The relative bias in the kernels. Every element of a tile wholly beyond the window on one side
+# reads the same clamped end entry of the [Hq, 2W + 1] bias: such tiles (most of them, for long
+# sequences) add a constant. Tiles across the window read a Toeplitz block of the band
+# [Hq, 128, C] (see _relative_bias_band) with vector loads, keys contiguous. The loops run in two
+# zones: the blocks across the window, then the far blocks of both sides in one loop. A per-tile
+# branch instead makes the compiler convert the score tile between layouts every iteration, and a
+# loop per side costs a pipeline fill per loop (it showed at N = 2048).
 
 
 @triton.jit
-def _tile_distances(start_m, start_n, seqlen_q, seqlen_k, BLOCK_M: tl.constexpr,
-                    BLOCK_N: tl.constexpr):
-    """Smallest and largest j - i' over the tile of queries [start_m, start_m + BLOCK_M) and
-    keys [start_n, start_n + BLOCK_N)."""
-    shift = seqlen_k - seqlen_q
-    return start_n - (start_m + BLOCK_M - 1) - shift, start_n + BLOCK_N - 1 - start_m - shift
+def _window_blocks(diagonal, rel_window, OWN_BLOCK: tl.constexpr, WALK_BLOCK: tl.constexpr):
+    """Where a program's loop crosses the relative bias's window: (near_lo, near_hi).
+
+    A program owns OWN_BLOCK rows (or keys) starting at `diagonal` on the distance-0 line and
+    walks blocks of WALK_BLOCK along the other axis. Walked blocks that start before near_lo lie
+    wholly beyond the window on one side, those from near_hi on wholly beyond the other side.
+    """
+    last_far = diagonal - rel_window - WALK_BLOCK + 1  # the last block start wholly beyond
+    first_far = diagonal + OWN_BLOCK - 1 + rel_window  # the first block start wholly beyond
+    near_lo = (tl.maximum(last_far, -1) + WALK_BLOCK) // WALK_BLOCK * WALK_BLOCK
+    near_hi = tl.cdiv(tl.maximum(first_far, 0), WALK_BLOCK) * WALK_BLOCK
+    return near_lo, near_hi
 
 
 @triton.jit
-def _add_rel_bias(s, rows, cols, tile_distances, seqlen_q, seqlen_k, rel_bias_row, rel_window):
-    """s + log2(e) * bias[clamp(j - i', -W, W) + W]. A tile wholly beyond the window on one side
-    sees a single entry: one scalar load instead of a gather per element (most tiles, for long
-    sequences)."""
-    nearest, farthest = tile_distances
-    if nearest >= rel_window:
-        s += tl.load(rel_bias_row + 2 * rel_window) * 1.4426950408889634
-    elif farthest <= -rel_window:
-        s += tl.load(rel_bias_row) * 1.4426950408889634
-    else:  # consecutive keys read consecutive entries
-        s += tl.load(rel_bias_row + _clamped_distance(rows, cols, seqlen_q, seqlen_k, rel_window)
-                     + rel_window) * 1.4426950408889634
-    return s
+def _zone_bounds(lo, hi, near, ZONE: tl.constexpr, SPLIT: tl.constexpr):
+    """(loop_lo, loop_hi, hole, hole_width) of the loop over blocks of [lo, hi) in ZONE.
+
+    Unsplit: all of [lo, hi). Split at near = (near_lo, near_hi) from _window_blocks: zone 0
+    walks the blocks across the window; zone 1 the far blocks of both sides, its loop index
+    jumping hole_width ahead from `hole` on (the block start is index + hole_width there).
+    """
+    near_lo = tl.minimum(tl.maximum(near[0], lo), hi)
+    near_hi = tl.minimum(tl.maximum(near[1], near_lo), hi)
+    if not SPLIT:
+        return lo, hi, hi, 0
+    elif ZONE == 0:
+        return near_lo, near_hi, near_hi, 0
+    else:
+        return lo, hi - (near_hi - near_lo), near_lo, near_hi - near_lo
+
+
+@triton.jit
+def _block_start(index, hole, hole_width, REL_ZONES: tl.constexpr):
+    """The block start a zone loop's index stands for (see _zone_bounds)."""
+    if REL_ZONES:
+        return index + tl.where(index >= hole, hole_width, 0)
+    else:
+        return index
+
+
+@triton.jit
+def _band_tile(band_row, start_m, start_n, band_start, band_cols, tile_offsets,
+               QUERIES: tl.constexpr, KEYS: tl.constexpr):
+    """Pointers to the band entries of the tile of QUERIES queries from start_m and KEYS keys
+    from start_n: its first key's column, start_n - start_m + band_start, a multiple of 16
+    (vector loads), clamped into the band. Exact for any tile: one past either end lies wholly
+    beyond the window, as do the band's first and last KEYS columns."""
+    tl.static_assert(QUERIES <= 128 and QUERIES + KEYS <= 256, "tile larger than the band allows")
+    col = tl.minimum(tl.maximum(start_n - start_m + band_start, 0), band_cols - KEYS)
+    return band_row + tl.multiple_of(col, 16) + tile_offsets
+
+
+@triton.jit
+def _rel_bias_ends(band_row, band_cols, HAS_REL_BIAS: tl.constexpr):
+    """log2(e) * (bias[-W], bias[+W]), what far tiles add: the band's first and last entries."""
+    if HAS_REL_BIAS:
+        return tl.load(band_row).to(tl.float32), tl.load(band_row + band_cols - 1).to(tl.float32)
+    else:
+        return 0.0, 0.0
 
 
 @triton.jit
 def _bias_and_mask(
-    s, rows, cols, tile_distances, seqlen_q, seqlen_k, alibi_slope, rel_bias_row, rel_window,
-    key_mask_row, seg_row,
+    s, rows, cols, band_tile, rel_constant, seqlen_q, seqlen_k, alibi_slope, key_mask_row,
+    seg_row,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
-    HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, MASK_EDGES: tl.constexpr,
+    REL_FROM_BAND: tl.constexpr, HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr,
+    MASK_EDGES: tl.constexpr,
 ):
     """Add the positional bias to log2-scaled scores s and set invisible ones to -inf.
 
     rows and cols are broadcastable index tensors ([M, 1] x [1, N] or [1, M] x [N, 1]), so the
     same code serves the forward ([rows, cols]) and the transposed backward ([cols, rows]).
-    tile_distances: the tile's (smallest, largest) j - i', from _tile_distances.
+    REL_FROM_BAND: read the relative bias through band_tile (pointers from _band_tile, laid out
+    as s); otherwise the tile lies beyond the window and adds rel_constant (log2-scaled).
     MASK_EDGES: the tile crosses the causal diagonal or the end of the keys.
     """
     if HAS_ALIBI:  # alibi_slope is -slope * log2(e)
         s += alibi_slope * tl.abs(rows + (seqlen_k - seqlen_q) - cols).to(tl.float32)
     if HAS_REL_BIAS:
-        s = _add_rel_bias(s, rows, cols, tile_distances, seqlen_q, seqlen_k, rel_bias_row,
-                          rel_window)
+        if REL_FROM_BAND:
+            s += tl.load(band_tile).to(tl.float32)
+        else:
+            s += rel_constant
     if MASK_EDGES:
         visible = cols < seqlen_k
         if CAUSAL:
@@ -147,6 +192,27 @@ def _bias_and_mask(
         seg_k = tl.load(seg_row + cols, mask=cols < seqlen_k, other=-2)
         s = tl.where(seg_q == seg_k, s, float("-inf"))
     return s
+
+
+@triton.jit
+def _scores(
+    q, k, qk_scale, rows, cols, start_m, start_n, hole, rel_ends, band_row, band_cols,
+    band_start, band_offsets, seqlen_q, seqlen_k, alibi_slope, key_mask_row, seg_row,
+    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
+    REL_FROM_BAND: tl.constexpr, HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr,
+    MASK_EDGES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """The forward's and the dq kernel's log2-scaled scores of queries q (rows) against keys k
+    (cols), biased and masked: (BLOCK_M, BLOCK_N). A far block before `hole` (see
+    _zone_bounds) adds rel_ends[0], one after it rel_ends[1]."""
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+    band_tile = _band_tile(band_row, start_m, start_n, band_start, band_cols, band_offsets,
+                           BLOCK_M, BLOCK_N)
+    return _bias_and_mask(s, rows, cols[None, :], band_tile,
+                          tl.where(start_n < hole, rel_ends[0], rel_ends[1]), seqlen_q, seqlen_k,
+                          alibi_slope, key_mask_row, seg_row, CAUSAL, HAS_ALIBI, HAS_REL_BIAS,
+                          REL_FROM_BAND, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
 
 
 @triton.jit
@@ -204,36 +270,51 @@ def _causal_key_range(start_m, seqlen_q, seqlen_k, BLOCK_M: tl.constexpr, BLOCK_
 def _fwd_inner(
     acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
     start_m, lo, hi, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-    rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
+    band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row, seg_row, seed,
+    batch_head, dropout_p,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    MASK_EDGES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    MASK_EDGES: tl.constexpr, REL_ZONES: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
+    """Online softmax over key blocks [lo, hi) for the query block at start_m.
+
+    REL_ZONES: walk the relative bias's zones (see _zone_bounds); rel_ends = log2(e) *
+    (bias[-W], bias[+W]), what the far blocks left and right of the window add."""
     rows = (start_m + offs_m)[:, None]  # (BLOCK_M, 1)
-    for start_n in range(lo, hi, BLOCK_N):
-        cols = start_n + offs_n  # (BLOCK_N,)
-        kv_mask = (cols[:, None] < seqlen_k) & (offs_d[None, :] < HEAD_DIM)
-        k = _load_tile(k_base + cols[:, None] * stride_kn + offs_d[None, :], kv_mask,
-                       MASK_EDGES or BLOCK_D != HEAD_DIM)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
-        tile_distances = _tile_distances(start_m, start_n, seqlen_q, seqlen_k, BLOCK_M, BLOCK_N)
-        s = _bias_and_mask(s, rows, cols[None, :], tile_distances, seqlen_q, seqlen_k,
-                           alibi_slope, rel_bias_row, rel_window, key_mask_row, seg_row, CAUSAL,
-                           HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        # A row with no visible key so far keeps m = -inf; subtract 0 instead to avoid inf - inf.
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.math.exp2(s - m_safe[:, None])
-        alpha = tl.math.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        if HAS_DROPOUT:
-            p = tl.where(_dropout_keep(seed, rows, cols[None, :], batch_head, dropout_p), p, 0.0)
-        v = _load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], kv_mask,
-                       MASK_EDGES or BLOCK_D != HEAD_DIM)
-        acc += tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-        m_i = m_new
+    near = _window_blocks(start_m + seqlen_k - seqlen_q, rel_window, BLOCK_M, BLOCK_N)
+    # (BLOCK_M, BLOCK_N)
+    band_offsets = offs_m[:, None] * tl.multiple_of(band_cols, 16) + offs_n[None, :]
+    for zone in tl.static_range(2 if REL_ZONES else 1):
+        loop_lo, loop_hi, hole, hole_width = _zone_bounds(lo, hi, near, zone, REL_ZONES)
+        # Edge blocks with a relative bias at two stages, the zones at the tiles' own (three):
+        # the combination measured fastest (docs/benchmarks.md).
+        for index in tl.range(loop_lo, loop_hi, BLOCK_N,
+                              num_stages=2 if HAS_REL_BIAS and MASK_EDGES else None):
+            start_n = _block_start(index, hole, hole_width, REL_ZONES)
+            cols = start_n + offs_n  # (BLOCK_N,)
+            kv_mask = (cols[:, None] < seqlen_k) & (offs_d[None, :] < HEAD_DIM)
+            k = _load_tile(k_base + cols[:, None] * stride_kn + offs_d[None, :], kv_mask,
+                           MASK_EDGES or BLOCK_D != HEAD_DIM)
+            s = _scores(q, k, qk_scale, rows, cols, start_m, start_n, hole, rel_ends, band_row,
+                        band_cols, band_start, band_offsets, seqlen_q, seqlen_k, alibi_slope,
+                        key_mask_row, seg_row, CAUSAL, HAS_ALIBI, HAS_REL_BIAS, zone == 0,
+                        HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES, BLOCK_M, BLOCK_N, DOT_PRECISION)
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            # A row with no visible key so far keeps m = -inf; subtract 0 instead of inf - inf.
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p = tl.math.exp2(s - m_safe[:, None])
+            alpha = tl.math.exp2(m_i - m_safe)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None]
+            if HAS_DROPOUT:
+                p = tl.where(_dropout_keep(seed, rows, cols[None, :], batch_head, dropout_p), p,
+                             0.0)
+            v = _load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], kv_mask,
+                           MASK_EDGES or BLOCK_D != HEAD_DIM)
+            acc += tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+            m_i = m_new
     return acc, l_i, m_i
 
 
@@ -245,7 +326,7 @@ def _fwd_kernel(
     stride_vb, stride_vn, stride_vh,
     stride_ob, stride_om, stride_oh,
     stride_slopes_b, stride_relbias_h, stride_keymask_b, stride_seg_b,
-    num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket, rel_window,
+    num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket, rel_window, band_cols, band_start,
     qk_scale, dropout_p, seed,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
@@ -266,7 +347,8 @@ def _fwd_kernel(
                    not EVEN_M or BLOCK_D != HEAD_DIM)
 
     alibi_slope = _alibi_slope(Slopes, b, h, stride_slopes_b, HAS_ALIBI)
-    rel_bias_row = RelBias + h * stride_relbias_h
+    band_row = RelBias + h * stride_relbias_h
+    rel_ends = _rel_bias_ends(band_row, band_cols, HAS_REL_BIAS)
     key_mask_row = KeyMask + b * stride_keymask_b
     seg_row = SegIds + b * stride_seg_b
 
@@ -278,15 +360,18 @@ def _fwd_kernel(
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
         start_m, 0, full, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-        rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
+        band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row, seg_row, seed,
+        batch_head, dropout_p,
         CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
+        HAS_REL_BIAS,
         HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
     )
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
         start_m, full, end, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-        rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
-        CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True,
+        band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row, seg_row, seed,
+        batch_head, dropout_p,
+        CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True, False,
         HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
     )
 
@@ -343,81 +428,98 @@ def _load_lse(Lse, row_ptrs, rows, seqlen_q):
 @triton.jit
 def _bwd_kv_inner(
     dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
-    far_left, far_right, start_n, lo, hi, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale,
-    alibi_slope, rel_bias_row, drel_row, rel_window, key_mask_row, seg_row, seed, batch_head,
-    dropout_p,
+    far_right, far_left, start_n, lo, hi, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale,
+    alibi_slope, band_row, band_cols, band_start, drel_row, rel_window, rel_ends, key_mask_row,
+    seg_row, seed, batch_head, dropout_p,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    MASK_EDGES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    MASK_EDGES: tl.constexpr, REL_ZONES: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     """Accumulate dk, dv of one key block over query blocks [lo, hi), working transposed:
     (BLOCK_N, BLOCK_M) tiles, so that p^T and ds^T feed the matrix products directly.
-    With a relative bias, also its gradient (far_left / far_right: see _rel_bias_grad)."""
-    cols = (start_n + offs_n)[:, None]  # (BLOCK_N, 1)
-    for start_m in range(lo, hi, BLOCK_M):
-        rows = start_m + offs_m  # (BLOCK_M,)
-        q_mask = rows[:, None] < seqlen_q
-        if BLOCK_D != HEAD_DIM:
-            q_mask = q_mask & (offs_d[None, :] < HEAD_DIM)
-        q = tl.load(q_base + rows[:, None] * stride_qm + offs_d[None, :], mask=q_mask, other=0.0)
-        do = tl.load(do_base + rows[:, None] * stride_dom + offs_d[None, :], mask=q_mask, other=0.0)
-        lse = _load_lse(lse_row, rows, rows, seqlen_q)
-        delta = tl.load(delta_row + rows, mask=rows < seqlen_q, other=0.0)
 
-        s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
-        tile_distances = _tile_distances(start_m, start_n, seqlen_q, seqlen_k, BLOCK_M, BLOCK_N)
-        s_t = _bias_and_mask(s_t, rows[None, :], cols, tile_distances, seqlen_q, seqlen_k,
-                             alibi_slope, rel_bias_row, rel_window, key_mask_row, seg_row,
-                             CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS,
-                             MASK_EDGES)
-        p_t = tl.math.exp2(s_t - lse[None, :])
-        dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
-        if HAS_DROPOUT:
-            # 1 / (1 - p) where kept, else 0. A float, not the bool mask: sm_90 compilation
-            # (with the relative bias's gather) fails when it moves a bool tile through
-            # shared memory.
-            keep_scale = tl.where(_dropout_keep(seed, rows[None, :], cols, batch_head, dropout_p),
-                                  1.0 / (1.0 - dropout_p), 0.0)
-            dv += tl.dot((p_t * keep_scale).to(do.dtype), do, input_precision=DOT_PRECISION)
-            dp_t = dp_t * keep_scale
-        else:
-            dv += tl.dot(p_t.to(do.dtype), do, input_precision=DOT_PRECISION)
-        ds_t = p_t * (dp_t - delta[None, :])  # d loss / d score, (BLOCK_N, BLOCK_M)
-        if HAS_REL_BIAS:
-            far_left, far_right = _rel_bias_grad(ds_t, tile_distances, rel_window, drel_row,
-                                                 far_left, far_right, BLOCK_M, BLOCK_N)
-        dk += tl.dot(ds_t.to(q.dtype), q, input_precision=DOT_PRECISION)
-    return dk, dv, far_left, far_right
+    With a relative bias, also its gradient, in zones as _fwd_inner. Walking down the queries,
+    the far blocks before the window see the keys on its right: rel_ends = log2(e) *
+    (bias[+W], bias[-W]), and such tiles' sums collect in far_right / far_left."""
+    cols = (start_n + offs_n)[:, None]  # (BLOCK_N, 1)
+    near = _window_blocks(start_n - (seqlen_k - seqlen_q), rel_window, BLOCK_N, BLOCK_M)
+    # (BLOCK_N, BLOCK_M)
+    band_offsets = offs_m[None, :] * tl.multiple_of(band_cols, 16) + offs_n[:, None]
+    for zone in tl.static_range(2 if REL_ZONES else 1):
+        loop_lo, loop_hi, hole, hole_width = _zone_bounds(lo, hi, near, zone, REL_ZONES)
+        # Two stages with a relative bias: measured faster than three (fewer spills).
+        for index in tl.range(loop_lo, loop_hi, BLOCK_M, num_stages=2 if HAS_REL_BIAS else None):
+            start_m = _block_start(index, hole, hole_width, REL_ZONES)
+            right_of_window = start_m < hole  # for the far zone
+            rows = start_m + offs_m  # (BLOCK_M,)
+            q_mask = rows[:, None] < seqlen_q
+            if BLOCK_D != HEAD_DIM:
+                q_mask = q_mask & (offs_d[None, :] < HEAD_DIM)
+            q = tl.load(q_base + rows[:, None] * stride_qm + offs_d[None, :], mask=q_mask,
+                        other=0.0)
+            do = tl.load(do_base + rows[:, None] * stride_dom + offs_d[None, :], mask=q_mask,
+                         other=0.0)
+            lse = _load_lse(lse_row, rows, rows, seqlen_q)
+            delta = tl.load(delta_row + rows, mask=rows < seqlen_q, other=0.0)
+
+            s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
+            s_t = s_t * qk_scale
+            s_t = _bias_and_mask(
+                s_t, rows[None, :], cols,
+                _band_tile(band_row, start_m, start_n, band_start, band_cols, band_offsets,
+                           BLOCK_M, BLOCK_N),
+                tl.where(right_of_window, rel_ends[0], rel_ends[1]), seqlen_q, seqlen_k,
+                alibi_slope, key_mask_row, seg_row, CAUSAL, HAS_ALIBI, HAS_REL_BIAS,
+                zone == 0, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
+            p_t = tl.math.exp2(s_t - lse[None, :])
+            dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
+            if HAS_DROPOUT:
+                # 1 / (1 - p) where kept, else 0. A float, not the bool mask: sm_90 compilation
+                # (with the relative bias's gather) fails when it moves a bool tile through
+                # shared memory.
+                keep_scale = tl.where(
+                    _dropout_keep(seed, rows[None, :], cols, batch_head, dropout_p),
+                    1.0 / (1.0 - dropout_p), 0.0)
+                dv += tl.dot((p_t * keep_scale).to(do.dtype), do, input_precision=DOT_PRECISION)
+                dp_t = dp_t * keep_scale
+            else:
+                dv += tl.dot(p_t.to(do.dtype), do, input_precision=DOT_PRECISION)
+            ds_t = p_t * (dp_t - delta[None, :])  # d loss / d score, (BLOCK_N, BLOCK_M)
+            if HAS_REL_BIAS:
+                far_right, far_left = _rel_bias_grad(
+                    ds_t, start_n - start_m - (seqlen_k - seqlen_q), rel_window, drel_row,
+                    far_right, far_left, right_of_window, zone == 0, BLOCK_M, BLOCK_N)
+            dk += tl.dot(ds_t.to(q.dtype), q, input_precision=DOT_PRECISION)
+    return dk, dv, far_right, far_left
 
 
 @triton.jit
-def _rel_bias_grad(ds_t, tile_distances, rel_window, drel_row, far_left, far_right,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _rel_bias_grad(ds_t, corner_distance, rel_window, drel_row, far_right, far_left,
+                   right_of_window, ACROSS: tl.constexpr, BLOCK_M: tl.constexpr,
+                   BLOCK_N: tl.constexpr):
     """Add a (BLOCK_N keys, BLOCK_M queries) tile of d score to the relative bias gradient
-    drel[clamp(j - i', -W, W) + W].
+    drel[clamp(j - i', -W, W) + W]; corner_distance is j - i' at the tile's [0, 0].
 
-    A tile whose distances all lie beyond the window feeds only the clamped end entry (-W or
-    +W): its row sums go to a register accumulator, flushed once per head. In a tile across the
-    window the distance is constant along each diagonal (key n - query m); the tile's diagonal
-    sums go out with one atomic per diagonal (O(W / BLOCK) such tiles per key block).
+    A tile wholly beyond the window (not ACROSS; right_of_window: on the +W side) feeds only the
+    clamped end entry: its row sums go to a register accumulator, flushed once per head. Across
+    the window the distance is constant along each diagonal (key n - query m): the tile's
+    diagonal sums go out with one atomic per diagonal (O(W / BLOCK) such tiles per key block).
     """
     tl.static_assert(BLOCK_M <= BLOCK_N, "relative-bias gradient needs BLOCK_M <= BLOCK_N")
-    nearest, farthest = tile_distances
-    if nearest >= rel_window:
-        far_right += tl.sum(ds_t, axis=1)
-    elif farthest <= -rel_window:
-        far_left += tl.sum(ds_t, axis=1)
-    else:
-        # The tile's distance at [n, m] is nearest + (BLOCK_M - 1) + n - m.
+    if ACROSS:
         on_diagonal, below_diagonal = _diagonal_sums(ds_t, BLOCK_N, BLOCK_M)
         r = tl.arange(0, BLOCK_N)
-        base = nearest + BLOCK_M - 1
-        tl.atomic_add(drel_row + _clamp(base + r, rel_window) + rel_window, on_diagonal,
-                      sem="relaxed")
-        tl.atomic_add(drel_row + _clamp(base + r - BLOCK_N, rel_window) + rel_window,
+        tl.atomic_add(drel_row + _clamp(corner_distance + r, rel_window) + rel_window,
+                      on_diagonal, sem="relaxed")
+        tl.atomic_add(drel_row + _clamp(corner_distance + r - BLOCK_N, rel_window) + rel_window,
                       below_diagonal, mask=r > BLOCK_N - BLOCK_M, sem="relaxed")
-    return far_left, far_right
+    else:
+        tile_sums = tl.sum(ds_t, axis=1)
+        far_right += tl.where(right_of_window, tile_sums, 0.0)
+        far_left += tl.where(right_of_window, 0.0, tile_sums)
+    return far_right, far_left
 
 
 @triton.jit
@@ -446,7 +548,7 @@ def _bwd_kv_kernel(
     stride_dkb, stride_dkn, stride_dkh,
     stride_dvb, stride_dvn, stride_dvh,
     stride_slopes_b, stride_relbias_h, stride_keymask_b, stride_seg_b,
-    num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket, rel_window,
+    num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket, rel_window, band_cols, band_start,
     qk_scale, dropout_p, seed,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
@@ -495,24 +597,26 @@ def _bwd_kv_kernel(
         lse_row = Lse + batch_head.to(tl.int64) * seqlen_q
         delta_row = Delta + batch_head.to(tl.int64) * seqlen_q
         alibi_slope = _alibi_slope(Slopes, b, h, stride_slopes_b, HAS_ALIBI)
-        rel_bias_row = RelBias + h * stride_relbias_h
-        drel_row = DRelBias + h * stride_relbias_h
-        far_left = tl.zeros([BLOCK_N], dtype=tl.float32)  # d bias[-W] from tiles beyond the window
-        far_right = tl.zeros([BLOCK_N], dtype=tl.float32)  # d bias[+W]
-        dk, dv, far_left, far_right = _bwd_kv_inner(
+        band_row = RelBias + h * stride_relbias_h
+        drel_row = DRelBias + h * (2 * rel_window + 1)
+        left_end, right_end = _rel_bias_ends(band_row, band_cols, HAS_REL_BIAS)
+        far_right = tl.zeros([BLOCK_N], dtype=tl.float32)  # d bias[+W] from far tiles
+        far_left = tl.zeros([BLOCK_N], dtype=tl.float32)  # d bias[-W]
+        dk, dv, far_right, far_left = _bwd_kv_inner(
             dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
-            far_left, far_right, start_n, first_row, masked_end, offs_m, offs_n, offs_d,
-            seqlen_q, seqlen_k, qk_scale, alibi_slope, rel_bias_row, drel_row, rel_window,
-            key_mask_row, seg_row, seed, batch_head, dropout_p,
-            CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True,
+            far_right, far_left, start_n, first_row, masked_end, offs_m, offs_n, offs_d,
+            seqlen_q, seqlen_k, qk_scale, alibi_slope, band_row, band_cols, band_start, drel_row,
+            rel_window, (right_end, left_end), key_mask_row, seg_row, seed, batch_head, dropout_p,
+            CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True, False,
             HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
         )
-        dk, dv, far_left, far_right = _bwd_kv_inner(
+        dk, dv, far_right, far_left = _bwd_kv_inner(
             dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
-            far_left, far_right, start_n, masked_end, last_rows, offs_m, offs_n, offs_d,
-            seqlen_q, seqlen_k, qk_scale, alibi_slope, rel_bias_row, drel_row, rel_window,
-            key_mask_row, seg_row, seed, batch_head, dropout_p,
+            far_right, far_left, start_n, masked_end, last_rows, offs_m, offs_n, offs_d,
+            seqlen_q, seqlen_k, qk_scale, alibi_slope, band_row, band_cols, band_start, drel_row,
+            rel_window, (right_end, left_end), key_mask_row, seg_row, seed, batch_head, dropout_p,
             CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
+            HAS_REL_BIAS,
             HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
         )
         if HAS_REL_BIAS:
@@ -531,32 +635,42 @@ def _bwd_kv_kernel(
 def _bwd_q_inner(
     dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
     start_m, lo, hi, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-    rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
+    band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row, seg_row, seed,
+    batch_head, dropout_p,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    MASK_EDGES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    MASK_EDGES: tl.constexpr, REL_ZONES: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
+    """dq of the query block at start_m over key blocks [lo, hi), in relative-bias zones as
+    _fwd_inner."""
     rows = (start_m + offs_m)[:, None]  # (BLOCK_M, 1)
-    for start_n in range(lo, hi, BLOCK_N):
-        cols = start_n + offs_n
-        kv_mask = (cols[:, None] < seqlen_k) & (offs_d[None, :] < HEAD_DIM)
-        k = _load_tile(k_base + cols[:, None] * stride_kn + offs_d[None, :], kv_mask,
-                       MASK_EDGES or BLOCK_D != HEAD_DIM)
-        v = _load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], kv_mask,
-                       MASK_EDGES or BLOCK_D != HEAD_DIM)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
-        tile_distances = _tile_distances(start_m, start_n, seqlen_q, seqlen_k, BLOCK_M, BLOCK_N)
-        s = _bias_and_mask(s, rows, cols[None, :], tile_distances, seqlen_q, seqlen_k,
-                           alibi_slope, rel_bias_row, rel_window, key_mask_row, seg_row, CAUSAL,
-                           HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
-        p = tl.math.exp2(s - lse[:, None])
-        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
-        if HAS_DROPOUT:
-            keep = _dropout_keep(seed, rows, cols[None, :], batch_head, dropout_p)
-            dp = tl.where(keep, dp * (1.0 / (1.0 - dropout_p)), 0.0)
-        ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
+    near = _window_blocks(start_m + seqlen_k - seqlen_q, rel_window, BLOCK_M, BLOCK_N)
+    # (BLOCK_M, BLOCK_N)
+    band_offsets = offs_m[:, None] * tl.multiple_of(band_cols, 16) + offs_n[None, :]
+    for zone in tl.static_range(2 if REL_ZONES else 1):
+        loop_lo, loop_hi, hole, hole_width = _zone_bounds(lo, hi, near, zone, REL_ZONES)
+        # Two stages with a relative bias, as in the dk/dv kernel.
+        for index in tl.range(loop_lo, loop_hi, BLOCK_N, num_stages=2 if HAS_REL_BIAS else None):
+            start_n = _block_start(index, hole, hole_width, REL_ZONES)
+            cols = start_n + offs_n
+            kv_mask = (cols[:, None] < seqlen_k) & (offs_d[None, :] < HEAD_DIM)
+            k = _load_tile(k_base + cols[:, None] * stride_kn + offs_d[None, :], kv_mask,
+                           MASK_EDGES or BLOCK_D != HEAD_DIM)
+            v = _load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], kv_mask,
+                           MASK_EDGES or BLOCK_D != HEAD_DIM)
+            s = _scores(q, k, qk_scale, rows, cols, start_m, start_n, hole, rel_ends, band_row,
+                        band_cols, band_start, band_offsets, seqlen_q, seqlen_k, alibi_slope,
+                        key_mask_row, seg_row, CAUSAL, HAS_ALIBI, HAS_REL_BIAS, zone == 0,
+                        HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES, BLOCK_M, BLOCK_N, DOT_PRECISION)
+            p = tl.math.exp2(s - lse[:, None])
+            dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
+            if HAS_DROPOUT:
+                keep = _dropout_keep(seed, rows, cols[None, :], batch_head, dropout_p)
+                dp = tl.where(keep, dp * (1.0 / (1.0 - dropout_p)), 0.0)
+            ds = p * (dp - delta[:, None])
+            dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
     return dq
 
 
@@ -569,7 +683,7 @@ def _bwd_q_kernel(
     stride_dob, stride_dom, stride_doh,
     stride_dqb, stride_dqm, stride_dqh,
     stride_slopes_b, stride_relbias_h, stride_keymask_b, stride_seg_b,
-    num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket, rel_window,
+    num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket, rel_window, band_cols, band_start,
     qk_scale, dropout_p, seed,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
@@ -595,7 +709,8 @@ def _bwd_q_kernel(
     k_base = K + b.to(tl.int64) * stride_kb + h_kv * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + h_kv * stride_vh
     alibi_slope = _alibi_slope(Slopes, b, h, stride_slopes_b, HAS_ALIBI)
-    rel_bias_row = RelBias + h * stride_relbias_h
+    band_row = RelBias + h * stride_relbias_h
+    rel_ends = _rel_bias_ends(band_row, band_cols, HAS_REL_BIAS)
     key_mask_row = KeyMask + b * stride_keymask_b
     seg_row = SegIds + b * stride_seg_b
 
@@ -604,15 +719,18 @@ def _bwd_q_kernel(
     dq = _bwd_q_inner(
         dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
         start_m, 0, full, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-        rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
+        band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row, seg_row, seed,
+        batch_head, dropout_p,
         CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
+        HAS_REL_BIAS,
         HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
     )
     dq = _bwd_q_inner(
         dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
         start_m, full, end, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-        rel_bias_row, rel_window, key_mask_row, seg_row, seed, batch_head, dropout_p,
-        CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True,
+        band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row, seg_row, seed,
+        batch_head, dropout_p,
+        CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True, False,
         HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
     )
     dq = dq * (qk_scale * 0.6931471805599453)
@@ -650,7 +768,7 @@ def _seqlen_bucket(seqlen_q: int, seqlen_k: int) -> int:
 # the dq kernel walk keys for a block of queries; the dk/dv kernel walks queries for a block of
 # keys. Larger head dims need smaller tiles to fit in shared memory and registers.
 _ROW_MAJOR_TILES = {
-    64: [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3)],
+    64: [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3)],
     128: [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 2)],
     256: [(64, 64, 8, 2), (64, 32, 4, 2)],
 }
@@ -660,7 +778,7 @@ _KEY_MAJOR_TILES = {
     256: [(32, 64, 4, 2), (64, 32, 4, 1)],
 }
 _DQ_TILES = {
-    64: [(128, 64, 4, 3), (128, 32, 4, 3), (64, 64, 4, 3)],
+    64: [(128, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3)],
     128: [(128, 64, 8, 3), (128, 32, 4, 3), (128, 32, 8, 3), (64, 64, 4, 3)],
     256: [(64, 64, 8, 2), (64, 32, 4, 2)],
 }
@@ -743,17 +861,44 @@ def _bsh_strides(x: torch.Tensor) -> tuple[int, int, int]:
     return x.stride(0), x.stride(1), x.stride(2)
 
 
-def _optional_args(q, alibi_slopes, relative_bias, key_mask, segment_ids):
-    """Pointers and strides of the optional inputs (an absent one points at q, unread), and the
-    relative-bias window W."""
+def _relative_bias_band(relative_bias, seqlen_q, seqlen_k, dtype):
+    """The relative bias [Hq, 2W + 1] as the kernels read it: (band [Hq, 128, C], band_start).
+
+    band[h, r, c] = log2(e) * bias[h, clamp(c - r - P, -W, W) + W]. The bias of a tile (queries
+    start_m + r, r < 128; keys start_n + n) is the Toeplitz block at rows r, columns
+    start_n - start_m + band_start + n, band_start = P - (Sk - Sq): keys contiguous, read with
+    vector loads instead of a gather per element. P >= W + 127 and C >= P + W + 255 leave
+    clamped end values at both ends for any tile of up to 256 queries + keys (see _band_tile);
+    P = Sk - Sq and C = 0 (mod 16) align every tile's first key.
+    fp16 for 16-bit inputs (half the bytes of fp32; its 2^-11 relative error stays below the
+    rounding of p before the second matrix product), fp32 for fp32 inputs.
+    """
+    window = (relative_bias.shape[1] - 1) // 2
+    shift = seqlen_k - seqlen_q
+    lead = window + 127 + (shift - window - 127) % 16  # P
+    cols = (lead + window + 255 + 15) // 16 * 16
+    device = relative_bias.device
+    distance = (torch.arange(cols, device=device)[None, :]
+                - torch.arange(128, device=device)[:, None] - lead)  # (128, C)
+    band = relative_bias[:, distance.clamp(-window, window) + window] * LOG2E
+    band_dtype = torch.float32 if dtype == torch.float32 else torch.float16
+    return band.to(band_dtype).contiguous(), lead - shift
+
+
+def _optional_args(q, k, alibi_slopes, relative_bias, key_mask, segment_ids):
+    """Pointers and strides of the optional inputs (an absent one points at q, unread; the
+    relative bias as its band), and the relative-bias scalars (W, band columns, band_start)."""
     slopes_stride = 0 if alibi_slopes is None or alibi_slopes.dim() == 1 else alibi_slopes.stride(0)
-    pointers = tuple(q if x is None else x for x in (alibi_slopes, relative_bias, key_mask, segment_ids))
+    band, rel_scalars = None, (0, 0, 0)
+    if relative_bias is not None:
+        band, band_start = _relative_bias_band(relative_bias, q.shape[1], k.shape[1], q.dtype)
+        rel_scalars = ((relative_bias.shape[1] - 1) // 2, band.shape[2], band_start)
+    pointers = tuple(q if x is None else x for x in (alibi_slopes, band, key_mask, segment_ids))
     strides = (slopes_stride,
-               0 if relative_bias is None else relative_bias.stride(0),
+               0 if band is None else band.stride(0),
                0 if key_mask is None else key_mask.stride(0),
                0 if segment_ids is None else segment_ids.stride(0))
-    rel_window = 0 if relative_bias is None else (relative_bias.shape[1] - 1) // 2
-    return pointers, strides, rel_window
+    return pointers, strides, rel_scalars
 
 
 def _common_meta(q, alibi_slopes, relative_bias, key_mask, segment_ids, causal, dropout_p):
@@ -772,14 +917,14 @@ def _forward(q, k, v, alibi_slopes, relative_bias, key_mask, segment_ids, causal
     seqlen_k, num_kv_heads = k.shape[1], k.shape[2]
     out = _alloc(q.shape, q.dtype, q.device)
     lse = _alloc((batch, num_heads, seqlen_q), torch.float32, q.device)
-    pointers, strides, rel_window = _optional_args(q, alibi_slopes, relative_bias, key_mask,
-                                                   segment_ids)
+    pointers, strides, rel_scalars = _optional_args(q, k, alibi_slopes, relative_bias,
+                                                    key_mask, segment_ids)
     grid = lambda meta: (triton.cdiv(seqlen_q, meta["BLOCK_M"]), batch * num_heads)  # noqa: E731
     _fwd_launch[grid](
         q, k, v, out, lse, *pointers,
         *_bsh_strides(q), *_bsh_strides(k), *_bsh_strides(v), *_bsh_strides(out), *strides,
         num_heads, num_heads // num_kv_heads, seqlen_q, seqlen_k, _seqlen_bucket(seqlen_q, seqlen_k),
-        rel_window, softmax_scale * LOG2E, dropout_p, seed,
+        *rel_scalars, softmax_scale * LOG2E, dropout_p, seed,
         **_common_meta(q, alibi_slopes, relative_bias, key_mask, segment_ids, causal, dropout_p),
         **_INTERPRETER_BLOCKS,
     )
@@ -810,11 +955,11 @@ def _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_ma
     # Accumulated with atomics, so it starts at zero (and the autotuner re-zeroes it).
     drel = torch.zeros(relative_bias.shape if relative_bias is not None else (0,),
                        dtype=torch.float32, device=q.device)
-    pointers, strides, rel_window = _optional_args(q, alibi_slopes, relative_bias, key_mask,
-                                                   segment_ids)
+    pointers, strides, rel_scalars = _optional_args(q, k, alibi_slopes, relative_bias,
+                                                    key_mask, segment_ids)
     meta = _common_meta(q, alibi_slopes, relative_bias, key_mask, segment_ids, causal, dropout_p)
     scalars = (num_heads, num_heads // num_kv_heads, seqlen_q, seqlen_k,
-               _seqlen_bucket(seqlen_q, seqlen_k), rel_window, softmax_scale * LOG2E, dropout_p,
+               _seqlen_bucket(seqlen_q, seqlen_k), *rel_scalars, softmax_scale * LOG2E, dropout_p,
                seed)
 
     kv_grid = lambda m: (triton.cdiv(seqlen_k, m["BLOCK_N"]), batch * num_kv_heads)  # noqa: E731

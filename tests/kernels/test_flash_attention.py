@@ -154,6 +154,25 @@ def test_relative_bias_with_padding_dropout_and_fp16(poisoned_outputs):
                           dropout_p=0.2, dropout_seed=4, dropout_mask=mask)
 
 
+@pytest.mark.parametrize("window,seqlen_q,seqlen_k", [(3, 200, 200), (128, 640, 517), (40, 96, 1000)])
+@pytest.mark.parametrize("queries,keys", [(128, 128), (64, 128), (128, 64), (16, 32)])
+def test_relative_bias_band_holds_every_tiles_bias(window, seqlen_q, seqlen_k, queries, keys):
+    """The kernels read a tile's bias as a block of the band at a clamped, 16-aligned column
+    (_band_tile); for every tile of the grid that block is log2(e) * bias[clamp(j - i')]."""
+    bias = t5_style_relative_bias(2, window).double()
+    band, band_start = fa._relative_bias_band(bias, seqlen_q, seqlen_k, torch.float32)
+    band_cols = band.shape[2]
+    assert band_start % 16 == 0 and band_cols % 16 == 0
+    r = torch.arange(queries)[:, None]
+    n = torch.arange(keys)[None, :]
+    for start_m in range(0, seqlen_q, queries):
+        for start_n in range(0, seqlen_k, keys):
+            col = min(max(start_n - start_m + band_start, 0), band_cols - keys)
+            distance = (start_n + n) - (start_m + r) - (seqlen_k - seqlen_q)
+            expected = bias[:, distance.clamp(-window, window) + window] * fa.LOG2E
+            torch.testing.assert_close(band[:, r, col + n], expected.float(), rtol=1e-6, atol=0)
+
+
 def test_dropout_matches_reference_given_the_kernels_mask(poisoned_outputs):
     q, k, v = qkv(2, 33, 47, 4, 2, 32)
     mask = dropout_keep_mask(2, 4, 33, 47, 0.25, dropout_seed=77, device=DEVICE)

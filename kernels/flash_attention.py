@@ -24,9 +24,10 @@ Supported:
 - Attention dropout from a counter-based RNG (Philox on (key, query, batch*head) counters and a
   seed): the backward regenerates the same keep-mask, and `dropout_keep_mask` returns it.
 - A learned relative position bias by distance (T5's buckets, gathered per distance by the
-  caller into [Hq, 2W + 1]): relative_bias[h, clamp(j - i', -W, W) + W], read in the kernel, with
-  its gradient from the backward (register sums for tiles beyond the window, one atomic per
-  diagonal for tiles across it).
+  caller into [Hq, 2W + 1]): relative_bias[h, clamp(j - i', -W, W) + W], added in the kernel
+  (tiles beyond the window add its end value, tiles across it read a per-call Toeplitz band of
+  it, fp16 for 16-bit inputs), with its gradient from the backward (register sums for tiles
+  beyond the window, one atomic per diagonal for tiles across it).
 - The gradient of the returned lse, folded into delta (ds = p * (dp - delta + dlse)).
 
 Limits: on a CPU the kernels run only under TRITON_INTERPRET=1 (the Triton interpreter, slow;

@@ -36,6 +36,7 @@ bf16 matrix products are wrong there, a known interpreter bug). ALiBi slopes get
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Optional
@@ -125,6 +126,17 @@ def _zone_bounds(lo, hi, near, ZONE: tl.constexpr, SPLIT: tl.constexpr):
         return near_lo, near_hi, near_hi, 0
     else:
         return lo, hi - (near_hi - near_lo), near_lo, near_hi - near_lo
+
+
+@triton.jit
+def _with_edges(near, edges, WIDEN: tl.constexpr):
+    """near (from _window_blocks) widened to hold the edge blocks [edges[0], edges[1]) if WIDEN:
+    zone 0 then walks them with the edge mask. With a causal mask they cross the diagonal, so
+    they lie across the window anyway; one loop instead of two saves a pipeline fill."""
+    if WIDEN:
+        return tl.minimum(near[0], edges[0]), tl.maximum(near[1], edges[1])
+    else:
+        return near
 
 
 @triton.jit
@@ -270,7 +282,7 @@ def _causal_key_range(start_m, seqlen_q, seqlen_k, BLOCK_M: tl.constexpr, BLOCK_
 @triton.jit
 def _fwd_inner(
     acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
-    start_m, lo, hi, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
+    start_m, lo, hi, edges, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
     band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row, seg_row, seed,
     batch_head, dropout_p,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
@@ -282,9 +294,12 @@ def _fwd_inner(
     """Online softmax over key blocks [lo, hi) for the query block at start_m.
 
     REL_ZONES: walk the relative bias's zones (see _zone_bounds); rel_ends = log2(e) *
-    (bias[-W], bias[+W]), what the far blocks left and right of the window add."""
+    (bias[-W], bias[+W]), what the far blocks left and right of the window add. MASK_EDGES:
+    the blocks need the edge mask; with REL_ZONES only the blocks [edges[0], edges[1]) do, and
+    zone 0 takes them."""
     rows = (start_m + offs_m)[:, None]  # (BLOCK_M, 1)
     near = _window_blocks(start_m + seqlen_k - seqlen_q, rel_window, BLOCK_M, BLOCK_N)
+    near = _with_edges(near, edges, MASK_EDGES and REL_ZONES)
     # (BLOCK_M, BLOCK_N)
     band_offsets = offs_m[:, None] * tl.multiple_of(band_cols, 16) + offs_n[None, :]
     for zone in tl.static_range(2 if REL_ZONES else 1):
@@ -292,16 +307,17 @@ def _fwd_inner(
         # Edge blocks with a relative bias at two stages, the zones at the tiles' own (three):
         # the combination measured fastest (docs/benchmarks.md).
         for index in tl.range(loop_lo, loop_hi, BLOCK_N,
-                              num_stages=2 if HAS_REL_BIAS and MASK_EDGES else None):
+                              num_stages=2 if HAS_REL_BIAS and MASK_EDGES and zone == 0 else None):
             start_n = _block_start(index, hole, hole_width, REL_ZONES)
             cols = start_n + offs_n  # (BLOCK_N,)
             kv_mask = (cols[:, None] < seqlen_k) & (offs_d[None, :] < HEAD_DIM)
             k = _load_tile(k_base + cols[:, None] * stride_kn + offs_d[None, :], kv_mask,
-                           MASK_EDGES or BLOCK_D != HEAD_DIM)
+                           (MASK_EDGES and zone == 0) or BLOCK_D != HEAD_DIM)
             s = _scores(q, k, qk_scale, rows, cols, start_m, start_n, hole, rel_ends, band_row,
                         band_cols, band_start, band_offsets, seqlen_q, seqlen_k, alibi_slope,
                         key_mask_row, seg_row, CAUSAL, HAS_ALIBI, HAS_REL_BIAS, zone == 0,
-                        HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES, BLOCK_M, BLOCK_N, DOT_PRECISION)
+                        HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES and zone == 0, BLOCK_M, BLOCK_N,
+                        DOT_PRECISION)
             m_new = tl.maximum(m_i, tl.max(s, 1))
             # A row with no visible key so far keeps m = -inf; subtract 0 instead of inf - inf.
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -313,7 +329,7 @@ def _fwd_inner(
                 p = tl.where(_dropout_keep(seed, rows, cols[None, :], batch_head, dropout_p), p,
                              0.0)
             v = _load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], kv_mask,
-                           MASK_EDGES or BLOCK_D != HEAD_DIM)
+                           (MASK_EDGES and zone == 0) or BLOCK_D != HEAD_DIM)
             acc += tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
             m_i = m_new
     return acc, l_i, m_i
@@ -358,20 +374,24 @@ def _fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
     full, end = _causal_key_range(start_m, seqlen_q, seqlen_k, BLOCK_M, BLOCK_N, CAUSAL)
+    # With a causal relative bias, the first call's window zone also takes the diagonal's
+    # blocks (see _with_edges) and the second call has none left.
+    merge_edges: tl.constexpr = CAUSAL and HAS_REL_BIAS
+    split = end if merge_edges else full
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
-        start_m, 0, full, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-        band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row, seg_row, seed,
-        batch_head, dropout_p,
-        CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
+        start_m, 0, split, (full, end), offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale,
+        alibi_slope, band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row,
+        seg_row, seed, batch_head, dropout_p,
+        CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, merge_edges,
         HAS_REL_BIAS,
         HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
     )
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
-        start_m, full, end, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-        band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row, seg_row, seed,
-        batch_head, dropout_p,
+        start_m, split, end, (split, end), offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale,
+        alibi_slope, band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row,
+        seg_row, seed, batch_head, dropout_p,
         CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True, False,
         HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
     )
@@ -429,9 +449,9 @@ def _load_lse(Lse, row_ptrs, rows, seqlen_q):
 @triton.jit
 def _bwd_kv_inner(
     dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
-    far_right, far_left, start_n, lo, hi, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale,
-    alibi_slope, band_row, band_cols, band_start, drel_row, rel_window, rel_ends, key_mask_row,
-    seg_row, seed, batch_head, dropout_p,
+    slot_sums, slots, far_right, far_left, start_n, lo, hi, edges, offs_m, offs_n, offs_d,
+    seqlen_q, seqlen_k, qk_scale, alibi_slope, band_row, band_cols, band_start, rel_window,
+    rel_ends, key_mask_row, seg_row, seed, batch_head, dropout_p,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     MASK_EDGES: tl.constexpr, REL_ZONES: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -441,13 +461,15 @@ def _bwd_kv_inner(
     """Accumulate dk, dv of one key block over query blocks [lo, hi), working transposed:
     (BLOCK_N, BLOCK_M) tiles, so that p^T and ds^T feed the matrix products directly.
 
-    With a relative bias, also its gradient, in zones as _fwd_inner. Walking down the queries,
-    the far blocks before the window see the keys on its right: rel_ends = log2(e) *
-    (bias[+W], bias[-W]), and such tiles' sums collect in far_right / far_left."""
+    With a relative bias, also its gradient, in zones and with the edge blocks as in
+    _fwd_inner. Walking down the queries, the far blocks before the window see the keys on its
+    right: rel_ends = log2(e) * (bias[+W], bias[-W]). The gradient collects in slot_sums,
+    far_right and far_left (see _rel_bias_grad)."""
     cols = (start_n + offs_n)[:, None]  # (BLOCK_N, 1)
     near = _window_blocks(start_n - (seqlen_k - seqlen_q), rel_window, BLOCK_N, BLOCK_M)
-    # (BLOCK_N, BLOCK_M)
-    band_offsets = offs_m[None, :] * tl.multiple_of(band_cols, 16) + offs_n[:, None]
+    near = _with_edges(near, edges, MASK_EDGES and REL_ZONES)
+    # (BLOCK_N, BLOCK_M): the key-major band, queries contiguous like the tile's rows
+    band_offsets = offs_n[:, None] * tl.multiple_of(band_cols, 16) + offs_m[None, :]
     for zone in tl.static_range(2 if REL_ZONES else 1):
         loop_lo, loop_hi, hole, hole_width = _zone_bounds(lo, hi, near, zone, REL_ZONES)
         # Two stages with a relative bias: measured faster than three (fewer spills).
@@ -469,11 +491,11 @@ def _bwd_kv_inner(
             s_t = s_t * qk_scale
             s_t = _bias_and_mask(
                 s_t, rows[None, :], cols,
-                _band_tile(band_row, start_m, start_n, band_start, band_cols, band_offsets,
-                           BLOCK_M, BLOCK_N),
+                _band_tile(band_row, start_n, start_m, band_start, band_cols, band_offsets,
+                           BLOCK_N, BLOCK_M),
                 tl.where(right_of_window, rel_ends[0], rel_ends[1]), seqlen_q, seqlen_k,
                 alibi_slope, key_mask_row, seg_row, CAUSAL, HAS_ALIBI, HAS_REL_BIAS,
-                zone == 0, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES)
+                zone == 0, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES and zone == 0)
             p_t = tl.math.exp2(s_t - lse[None, :])
             dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
             if HAS_DROPOUT:
@@ -489,54 +511,105 @@ def _bwd_kv_inner(
                 dv += tl.dot(p_t.to(do.dtype), do, input_precision=DOT_PRECISION)
             ds_t = p_t * (dp_t - delta[None, :])  # d loss / d score, (BLOCK_N, BLOCK_M)
             if HAS_REL_BIAS:
-                far_right, far_left = _rel_bias_grad(
-                    ds_t, start_n - start_m - (seqlen_k - seqlen_q), rel_window, drel_row,
-                    far_right, far_left, right_of_window, zone == 0, BLOCK_M, BLOCK_N)
+                slot_sums, far_right, far_left = _rel_bias_grad(
+                    ds_t, start_m, slots, slot_sums, far_right, far_left, right_of_window,
+                    zone == 0, BLOCK_M, BLOCK_N)
             dk += tl.dot(ds_t.to(q.dtype), q, input_precision=DOT_PRECISION)
-    return dk, dv, far_right, far_left
+    return dk, dv, slot_sums, far_right, far_left
 
 
 @triton.jit
-def _rel_bias_grad(ds_t, corner_distance, rel_window, drel_row, far_right, far_left,
-                   right_of_window, ACROSS: tl.constexpr, BLOCK_M: tl.constexpr,
-                   BLOCK_N: tl.constexpr):
-    """Add a (BLOCK_N keys, BLOCK_M queries) tile of d score to the relative bias gradient
-    drel[clamp(j - i', -W, W) + W]; corner_distance is j - i' at the tile's [0, 0].
+def _rel_bias_grad(ds_t, start_m, slots, slot_sums, far_right, far_left, right_of_window,
+                   ACROSS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Add a (BLOCK_N keys, BLOCK_M queries from start_m) tile of d score to this head's
+    relative bias gradient, kept in registers until _flush_rel_bias_grad.
 
     A tile wholly beyond the window (not ACROSS; right_of_window: on the +W side) feeds only the
-    clamped end entry: its row sums go to a register accumulator, flushed once per head. Across
-    the window the distance is constant along each diagonal (key n - query m): the tile's
-    diagonal sums go out with one atomic per diagonal (O(W / BLOCK) such tiles per key block).
+    clamped end entry: its row sums go to far_right / far_left. Across the window the distance
+    is constant along each diagonal (key n - query m); the tile's diagonal sums come in runs of
+    BLOCK_M distances that line up from tile to tile (the key block's "slots", see
+    _window_slots), so they add into slot_sums [SLOTS, BLOCK_M] with a select, not an atomic:
+    atomics per tile measured as the dk/dv kernel's largest relative-bias cost.
     """
     tl.static_assert(BLOCK_M <= BLOCK_N, "relative-bias gradient needs BLOCK_M <= BLOCK_N")
     if ACROSS:
-        on_diagonal, below_diagonal = _diagonal_sums(ds_t, BLOCK_N, BLOCK_M)
-        r = tl.arange(0, BLOCK_N)
-        tl.atomic_add(drel_row + _clamp(corner_distance + r, rel_window) + rel_window,
-                      on_diagonal, sem="relaxed")
-        tl.atomic_add(drel_row + _clamp(corner_distance + r - BLOCK_N, rel_window) + rel_window,
-                      below_diagonal, mask=r > BLOCK_N - BLOCK_M, sem="relaxed")
+        # (BLOCK_N // BLOCK_M, BLOCK_M) each
+        unwrapped, wrapped = _diagonal_sums(ds_t, BLOCK_N, BLOCK_M)
+        # slot of [block, :]: block - start_m / BLOCK_M (+ 1 where wrapped), clamped into slots
+        kappa = tl.arange(0, BLOCK_N // BLOCK_M) - start_m // BLOCK_M
+        slot_sums = _add_to_slots(slot_sums, unwrapped, kappa, slots)
+        slot_sums = _add_to_slots(slot_sums, wrapped, kappa + 1, slots)
     else:
         tile_sums = tl.sum(ds_t, axis=1)
         far_right += tl.where(right_of_window, tile_sums, 0.0)
         far_left += tl.where(right_of_window, 0.0, tile_sums)
-    return far_right, far_left
+    return slot_sums, far_right, far_left
+
+
+@triton.jit
+def _add_to_slots(slot_sums, sums, kappa, slots):
+    """slot_sums [SLOTS, BLOCK_M] += each row of sums [R, BLOCK_M] at slot kappa[r], clamped
+    into slots (see _window_slots)."""
+    slot = tl.minimum(tl.maximum(kappa, slots[0]), slots[1]) - slots[0]  # (R,)
+    slot_ids = tl.arange(0, slot_sums.shape[0])[:, None, None]
+    return slot_sums + tl.sum(tl.where(slot_ids == slot[None, :, None], sums[None, :, :], 0.0),
+                              axis=1)
+
+
+@triton.jit
+def _window_slots(key_distance, rel_window, BLOCK_M: tl.constexpr):
+    """The slots of a key block whose first key lies key_distance = start_n - (Sk - Sq) along
+    the distance axis: slot kappa holds distances key_distance + BLOCK_M * kappa - rho,
+    rho < BLOCK_M. Returns (first, last) kappa kept apart; the first holds only distances
+    <= -W and the last only >= +W, so any slot beyond them merges into them (clamped)."""
+    first = _floor_div(-rel_window - key_distance, BLOCK_M)
+    last = _floor_div(rel_window + 2 * BLOCK_M - 2 - key_distance, BLOCK_M)
+    return first, last
+
+
+@triton.jit
+def _floor_div(a, b):
+    """a // b rounded down for b > 0 (integer division in Triton truncates toward zero)."""
+    return tl.where(a >= 0, a // b, -((b - 1 - a) // b))
+
+
+@triton.jit
+def _flush_rel_bias_grad(drel_row, slot_sums, slots, key_distance, far_right, far_left,
+                         rel_window, BLOCK_M: tl.constexpr):
+    """Add a head's register-held gradient (see _rel_bias_grad) to drel: one atomic per
+    distance inside the window, one per end entry."""
+    slot_index = tl.arange(0, slot_sums.shape[0])  # (SLOTS,)
+    last = slots[1] - slots[0]
+    # the first and last slots hold only clamped distances: their sums join the end entries
+    slot_totals = tl.sum(slot_sums, axis=1)
+    left = tl.sum(far_left, axis=0) + tl.sum(tl.where(slot_index == 0, slot_totals, 0.0), axis=0)
+    right = (tl.sum(far_right, axis=0)
+             + tl.sum(tl.where(slot_index == last, slot_totals, 0.0), axis=0))
+    slot_ids = slot_index[:, None]
+    distance = key_distance + BLOCK_M * (slots[0] + slot_ids) - tl.arange(0, BLOCK_M)[None, :]
+    tl.atomic_add(drel_row + _clamp(distance, rel_window) + rel_window, slot_sums,
+                  mask=(slot_ids > 0) & (slot_ids < last), sem="relaxed")
+    tl.atomic_add(drel_row, left, sem="relaxed")
+    tl.atomic_add(drel_row + 2 * rel_window, right, sem="relaxed")
 
 
 @triton.jit
 def _diagonal_sums(x, ROWS: tl.constexpr, COLS: tl.constexpr):
-    """Sums of x (ROWS, COLS), COLS <= ROWS, along its diagonals: [r] = sum of x[a, b] over
-    a - b = r, then over a - b = r - ROWS (r in [0, ROWS)).
+    """Sums of x (ROWS, COLS), COLS <= ROWS, along its diagonals a - b, as two
+    (ROWS // COLS, COLS) tensors: [block, rho] sums a - b = COLS * block - rho over the rows
+    a = COLS * block + a' with a' + rho < COLS, then a - b = COLS * (block + 1) - rho over the
+    others.
 
-    Rotating column b up by b (one gather) lines each diagonal up along a row.
+    Rotating each row a left by a % COLS (one gather along the rows, which the warps hold
+    whole) puts x[a, (a + rho) % COLS] in column rho: its distance a - b is a - a % COLS - rho,
+    plus COLS where a % COLS + rho wrapped past the row's end.
     """
-    r = tl.arange(0, ROWS)[:, None]
-    b = tl.arange(0, COLS)[None, :]
-    wraps = r + b >= ROWS
-    rotated = tl.gather(x, tl.where(wraps, r + b - ROWS, r + b), axis=0)  # x[(r + b) % ROWS, b]
-    on_diagonal = tl.sum(tl.where(wraps, 0.0, rotated), axis=1)
-    below_diagonal = tl.sum(tl.where(wraps, rotated, 0.0), axis=1)
-    return on_diagonal, below_diagonal
+    a = tl.arange(0, ROWS)[:, None] % COLS
+    rho = tl.arange(0, COLS)[None, :]
+    rotated = tl.reshape(tl.gather(x, (a + rho) % COLS, axis=1), [ROWS // COLS, COLS, COLS])
+    wraps = tl.reshape(tl.broadcast_to(a + rho >= COLS, [ROWS, COLS]), [ROWS // COLS, COLS, COLS])
+    return (tl.sum(tl.where(wraps, 0.0, rotated), axis=1),
+            tl.sum(tl.where(wraps, rotated, 0.0), axis=1))
 
 
 @triton.jit
@@ -554,9 +627,10 @@ def _bwd_kv_kernel(
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, REL_SLOTS: tl.constexpr,
 ):
-    """One program per (key block, batch, kv head): dk and dv summed over the head's group."""
+    """One program per (key block, batch, kv head): dk and dv summed over the head's group.
+    REL_SLOTS: room for a key block's window slots (see _window_slots; _rel_slots)."""
     start_n = tl.program_id(0) * BLOCK_N
     batch_kv_head = tl.program_id(1)
     num_kv_heads = num_heads // kv_group
@@ -589,6 +663,12 @@ def _bwd_kv_kernel(
         first_row = 0
         band_end = 0
     masked_end = tl.where(start_n + BLOCK_N > seqlen_k, last_rows, band_end)
+    # With a causal relative bias, the first call's window zone also takes the masked rows (see
+    # _with_edges) and the second call has none left.
+    merge_edges: tl.constexpr = CAUSAL and HAS_REL_BIAS
+    split = last_rows if merge_edges else masked_end
+    key_distance = start_n - (seqlen_k - seqlen_q)
+    slots = _window_slots(key_distance, rel_window, BLOCK_M)
 
     for g in range(0, kv_group):
         h = h_kv * kv_group + g
@@ -600,29 +680,33 @@ def _bwd_kv_kernel(
         alibi_slope = _alibi_slope(Slopes, b, h, stride_slopes_b, HAS_ALIBI)
         band_row = RelBias + h * stride_relbias_h
         drel_row = DRelBias + h * (2 * rel_window + 1)
-        left_end, right_end = _rel_bias_ends(band_row, band_cols, HAS_REL_BIAS)
+        rel_ends = _rel_bias_ends(band_row, band_cols, HAS_REL_BIAS)  # (bias[+W], bias[-W])
         far_right = tl.zeros([BLOCK_N], dtype=tl.float32)  # d bias[+W] from far tiles
         far_left = tl.zeros([BLOCK_N], dtype=tl.float32)  # d bias[-W]
-        dk, dv, far_right, far_left = _bwd_kv_inner(
+        slot_sums = tl.zeros([REL_SLOTS, BLOCK_M], dtype=tl.float32)  # across the window
+        dk, dv, slot_sums, far_right, far_left = _bwd_kv_inner(
             dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
-            far_right, far_left, start_n, first_row, masked_end, offs_m, offs_n, offs_d,
-            seqlen_q, seqlen_k, qk_scale, alibi_slope, band_row, band_cols, band_start, drel_row,
-            rel_window, (right_end, left_end), key_mask_row, seg_row, seed, batch_head, dropout_p,
-            CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True, False,
+            slot_sums, slots, far_right, far_left, start_n, first_row, split,
+            (first_row, masked_end), offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale,
+            alibi_slope, band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row,
+            seg_row, seed, batch_head, dropout_p,
+            CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True,
+            merge_edges,
             HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
         )
-        dk, dv, far_right, far_left = _bwd_kv_inner(
+        dk, dv, slot_sums, far_right, far_left = _bwd_kv_inner(
             dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
-            far_right, far_left, start_n, masked_end, last_rows, offs_m, offs_n, offs_d,
-            seqlen_q, seqlen_k, qk_scale, alibi_slope, band_row, band_cols, band_start, drel_row,
-            rel_window, (right_end, left_end), key_mask_row, seg_row, seed, batch_head, dropout_p,
+            slot_sums, slots, far_right, far_left, start_n, split, last_rows, (split, split),
+            offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope, band_row,
+            band_cols, band_start, rel_window, rel_ends, key_mask_row, seg_row, seed, batch_head,
+            dropout_p,
             CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
             HAS_REL_BIAS,
             HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
         )
         if HAS_REL_BIAS:
-            tl.atomic_add(drel_row, tl.sum(far_left, axis=0), sem="relaxed")
-            tl.atomic_add(drel_row + 2 * rel_window, tl.sum(far_right, axis=0), sem="relaxed")
+            _flush_rel_bias_grad(drel_row, slot_sums, slots, key_distance, far_right, far_left,
+                                 rel_window, BLOCK_M)
 
     # s was scaled by softmax_scale * log2(e) for exp2; dk needs softmax_scale only.
     dk = dk * (qk_scale * 0.6931471805599453)
@@ -635,7 +719,7 @@ def _bwd_kv_kernel(
 @triton.jit
 def _bwd_q_inner(
     dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
-    start_m, lo, hi, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
+    start_m, lo, hi, edges, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
     band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row, seg_row, seed,
     batch_head, dropout_p,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
@@ -644,10 +728,11 @@ def _bwd_q_inner(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """dq of the query block at start_m over key blocks [lo, hi), in relative-bias zones as
-    _fwd_inner."""
+    """dq of the query block at start_m over key blocks [lo, hi), in relative-bias zones and
+    with the edge blocks as in _fwd_inner."""
     rows = (start_m + offs_m)[:, None]  # (BLOCK_M, 1)
     near = _window_blocks(start_m + seqlen_k - seqlen_q, rel_window, BLOCK_M, BLOCK_N)
+    near = _with_edges(near, edges, MASK_EDGES and REL_ZONES)
     # (BLOCK_M, BLOCK_N)
     band_offsets = offs_m[:, None] * tl.multiple_of(band_cols, 16) + offs_n[None, :]
     for zone in tl.static_range(2 if REL_ZONES else 1):
@@ -658,13 +743,14 @@ def _bwd_q_inner(
             cols = start_n + offs_n
             kv_mask = (cols[:, None] < seqlen_k) & (offs_d[None, :] < HEAD_DIM)
             k = _load_tile(k_base + cols[:, None] * stride_kn + offs_d[None, :], kv_mask,
-                           MASK_EDGES or BLOCK_D != HEAD_DIM)
+                           (MASK_EDGES and zone == 0) or BLOCK_D != HEAD_DIM)
             v = _load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], kv_mask,
-                           MASK_EDGES or BLOCK_D != HEAD_DIM)
+                           (MASK_EDGES and zone == 0) or BLOCK_D != HEAD_DIM)
             s = _scores(q, k, qk_scale, rows, cols, start_m, start_n, hole, rel_ends, band_row,
                         band_cols, band_start, band_offsets, seqlen_q, seqlen_k, alibi_slope,
                         key_mask_row, seg_row, CAUSAL, HAS_ALIBI, HAS_REL_BIAS, zone == 0,
-                        HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES, BLOCK_M, BLOCK_N, DOT_PRECISION)
+                        HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES and zone == 0, BLOCK_M, BLOCK_N,
+                        DOT_PRECISION)
             p = tl.math.exp2(s - lse[:, None])
             dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
             if HAS_DROPOUT:
@@ -717,20 +803,22 @@ def _bwd_q_kernel(
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     full, end = _causal_key_range(start_m, seqlen_q, seqlen_k, BLOCK_M, BLOCK_N, CAUSAL)
+    merge_edges: tl.constexpr = CAUSAL and HAS_REL_BIAS  # as in the forward
+    split = end if merge_edges else full
     dq = _bwd_q_inner(
         dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
-        start_m, 0, full, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-        band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row, seg_row, seed,
-        batch_head, dropout_p,
-        CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
+        start_m, 0, split, (full, end), offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale,
+        alibi_slope, band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row,
+        seg_row, seed, batch_head, dropout_p,
+        CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, merge_edges,
         HAS_REL_BIAS,
         HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
     )
     dq = _bwd_q_inner(
         dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
-        start_m, full, end, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-        band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row, seg_row, seed,
-        batch_head, dropout_p,
+        start_m, split, end, (split, end), offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale,
+        alibi_slope, band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row,
+        seg_row, seed, batch_head, dropout_p,
         CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True, False,
         HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
     )
@@ -827,17 +915,26 @@ def _quick_bench(fn, quantiles=None):
 
 _TUNING_KEY = ["HEAD_DIM", "CAUSAL", "HAS_ALIBI", "HAS_REL_BIAS", "HAS_DROPOUT", "seqlen_bucket",
                "kv_group"]
+
+
+def _rel_slots(args) -> int:
+    """REL_SLOTS of the dk/dv kernel: a power of two holding a key block's window slots, at
+    most (2W - 2) / BLOCK_M + 4 (see _window_slots)."""
+    return max(8, 2 * triton.next_power_of_2(2 * args["rel_window"] + 1) // args["BLOCK_M"])
+
+
 _fwd_heuristics = triton.heuristics({"EVEN_M": lambda args: args["seqlen_q"] % args["BLOCK_M"] == 0})
+_kv_heuristics = triton.heuristics({"REL_SLOTS": _rel_slots})
 if INTERPRETER:
     _fwd_launch = _fwd_heuristics(_fwd_kernel)
-    _bwd_kv_launch, _bwd_q_launch = _bwd_kv_kernel, _bwd_q_kernel
+    _bwd_kv_launch, _bwd_q_launch = _kv_heuristics(_bwd_kv_kernel), _bwd_q_kernel
     # The interpreter runs one config, not a tuning sweep; unequal tiles keep the index
     # arithmetic honest in tests.
     _INTERPRETER_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 16}
 else:
     _fwd_launch = _autotune(_fwd_heuristics(_fwd_kernel), _ROW_MAJOR_TILES)
-    _bwd_kv_launch = _autotune(_bwd_kv_kernel, _KEY_MAJOR_TILES, reset_to_zero=["DRelBias"],
-                               rel_bias_needs_wide_keys=True)
+    _bwd_kv_launch = _autotune(_kv_heuristics(_bwd_kv_kernel), _KEY_MAJOR_TILES,
+                               reset_to_zero=["DRelBias"], rel_bias_needs_wide_keys=True)
     _bwd_q_launch = _autotune(_bwd_q_kernel, _DQ_TILES)
     _INTERPRETER_BLOCKS = {}
 _BWD_KV_INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 32} if INTERPRETER else {}
@@ -862,7 +959,7 @@ def _bsh_strides(x: torch.Tensor) -> tuple[int, int, int]:
     return x.stride(0), x.stride(1), x.stride(2)
 
 
-def _relative_bias_band(relative_bias, seqlen_q, seqlen_k, dtype):
+def _relative_bias_band(relative_bias, seqlen_q, seqlen_k, dtype, keys_major=False):
     """The relative bias [Hq, 2W + 1] as the kernels read it: (band [Hq, 128, C], band_start).
 
     band[h, r, c] = log2(e) * bias[h, clamp(c - r - P, -W, W) + W]. The bias of a tile (queries
@@ -871,28 +968,39 @@ def _relative_bias_band(relative_bias, seqlen_q, seqlen_k, dtype):
     vector loads instead of a gather per element. P >= W + 127 and C >= P + W + 255 leave
     clamped end values at both ends for any tile of up to 256 queries + keys (see _band_tile);
     P = Sk - Sq and C = 0 (mod 16) align every tile's first key.
+    keys_major: the band for the dk/dv kernel's (keys, queries) tiles, queries contiguous: the
+    same construction for the mirrored bias (distance i - j) with queries and keys swapped.
     fp16 for 16-bit inputs (half the bytes of fp32; its 2^-11 relative error stays below the
     rounding of p before the second matrix product), fp32 for fp32 inputs.
     """
     window = (relative_bias.shape[1] - 1) // 2
-    shift = seqlen_k - seqlen_q
+    shift = seqlen_q - seqlen_k if keys_major else seqlen_k - seqlen_q
+    entry, band_start = _band_entries(window, shift, keys_major, relative_bias.device)
+    band_dtype = torch.float32 if dtype == torch.float32 else torch.float16
+    return (relative_bias * LOG2E).to(band_dtype)[:, entry], band_start
+
+
+@functools.lru_cache(maxsize=16)
+def _band_entries(window: int, shift: int, mirrored: bool, device: torch.device):
+    """(which bias entry each band element holds, [128, C]; band_start) of a band's geometry
+    (see _relative_bias_band), kept across calls: every layer of a model shares it."""
     lead = window + 127 + (shift - window - 127) % 16  # P
     cols = (lead + window + 255 + 15) // 16 * 16
-    device = relative_bias.device
     distance = (torch.arange(cols, device=device)[None, :]
                 - torch.arange(128, device=device)[:, None] - lead)  # (128, C)
-    band = relative_bias[:, distance.clamp(-window, window) + window] * LOG2E
-    band_dtype = torch.float32 if dtype == torch.float32 else torch.float16
-    return band.to(band_dtype).contiguous(), lead - shift
+    entry = distance.clamp(-window, window) + window
+    return (2 * window - entry if mirrored else entry), lead - shift
 
 
-def _optional_args(q, k, alibi_slopes, relative_bias, key_mask, segment_ids):
+def _optional_args(q, k, alibi_slopes, relative_bias, key_mask, segment_ids, keys_major=False):
     """Pointers and strides of the optional inputs (an absent one points at q, unread; the
-    relative bias as its band), and the relative-bias scalars (W, band columns, band_start)."""
+    relative bias as its band, keys_major for the dk/dv kernel), and the relative-bias scalars
+    (W, band columns, band_start)."""
     slopes_stride = 0 if alibi_slopes is None or alibi_slopes.dim() == 1 else alibi_slopes.stride(0)
     band, rel_scalars = None, (0, 0, 0)
     if relative_bias is not None:
-        band, band_start = _relative_bias_band(relative_bias, q.shape[1], k.shape[1], q.dtype)
+        band, band_start = _relative_bias_band(relative_bias, q.shape[1], k.shape[1], q.dtype,
+                                               keys_major)
         rel_scalars = ((relative_bias.shape[1] - 1) // 2, band.shape[2], band_start)
     pointers = tuple(q if x is None else x for x in (alibi_slopes, band, key_mask, segment_ids))
     strides = (slopes_stride,
@@ -956,25 +1064,29 @@ def _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_ma
     # Accumulated with atomics, so it starts at zero (and the autotuner re-zeroes it).
     drel = torch.zeros(relative_bias.shape if relative_bias is not None else (0,),
                        dtype=torch.float32, device=q.device)
-    pointers, strides, rel_scalars = _optional_args(q, k, alibi_slopes, relative_bias,
-                                                    key_mask, segment_ids)
     meta = _common_meta(q, alibi_slopes, relative_bias, key_mask, segment_ids, causal, dropout_p)
-    scalars = (num_heads, num_heads // num_kv_heads, seqlen_q, seqlen_k,
-               _seqlen_bucket(seqlen_q, seqlen_k), *rel_scalars, softmax_scale * LOG2E, dropout_p,
-               seed)
 
+    def scalars(rel_scalars):
+        return (num_heads, num_heads // num_kv_heads, seqlen_q, seqlen_k,
+                _seqlen_bucket(seqlen_q, seqlen_k), *rel_scalars, softmax_scale * LOG2E,
+                dropout_p, seed)
+
+    pointers, strides, rel_scalars = _optional_args(q, k, alibi_slopes, relative_bias,
+                                                    key_mask, segment_ids, keys_major=True)
     kv_grid = lambda m: (triton.cdiv(seqlen_k, m["BLOCK_N"]), batch * num_kv_heads)  # noqa: E731
     _bwd_kv_launch[kv_grid](
         q, k, v, dout, lse, delta, dk, dv, drel, *pointers,
         *_bsh_strides(q), *_bsh_strides(k), *_bsh_strides(v), *_bsh_strides(dout),
-        *_bsh_strides(dk), *_bsh_strides(dv), *strides, *scalars,
+        *_bsh_strides(dk), *_bsh_strides(dv), *strides, *scalars(rel_scalars),
         **meta, **_BWD_KV_INTERPRETER_BLOCKS,
     )
+    pointers, strides, rel_scalars = _optional_args(q, k, alibi_slopes, relative_bias,
+                                                    key_mask, segment_ids)
     q_grid = lambda m: (triton.cdiv(seqlen_q, m["BLOCK_M"]), batch * num_heads)  # noqa: E731
     _bwd_q_launch[q_grid](
         q, k, v, dout, lse, delta, dq, *pointers,
         *_bsh_strides(q), *_bsh_strides(k), *_bsh_strides(v), *_bsh_strides(dout),
-        *_bsh_strides(dq), *strides, *scalars,
+        *_bsh_strides(dq), *strides, *scalars(rel_scalars),
         **meta, **_INTERPRETER_BLOCKS,
     )
     return dq, dk, dv, drel

@@ -43,7 +43,7 @@ def main():
     fa = load_kernel_copy(args.kernel_file, "megatron_lite_report")
     block_d = fa._head_block(args.head_dim)
     kernels = {"fwd": (fa._fwd_kernel, fa._ROW_MAJOR_TILES, {"EVEN_M": True}),
-               "kv": (fa._bwd_kv_kernel, fa._KEY_MAJOR_TILES, {}),
+               "kv": (fa._bwd_kv_kernel, fa._KEY_MAJOR_TILES, {"REL_SLOTS": 8}),
                "dq": (fa._bwd_q_kernel, fa._DQ_TILES, {})}
     print(f"{Path(args.kernel_file).name}, D = {args.head_dim}, features: {', '.join(features) or 'none'}")
     print("| kernel | BLOCK_M x BLOCK_N, warps, stages | shared KiB | registers | spill bytes | "

@@ -135,11 +135,12 @@ def t5_style_relative_bias(heads: int, window: int, seed: int = 0) -> torch.Tens
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("window", [3, 18, 500])
-@pytest.mark.parametrize("seqlen_q,seqlen_k", [(77, 77), (30, 101)])
+@pytest.mark.parametrize("window", [0, 3, 18, 500])
+@pytest.mark.parametrize("seqlen_q,seqlen_k", [(77, 77), (30, 101), (61, 35)])
 def test_relative_position_bias(poisoned_outputs, seqlen_q, seqlen_k, window, causal):
     # window 3: most tiles lie beyond it (register sums); 500: every tile is inside (atomics);
-    # 18: some tiles start exactly one step inside the window (with the interpreter's tiles)
+    # 18: some tiles start exactly one step inside the window (with the interpreter's tiles);
+    # 0: the causal diagonal's tiles hold distances beyond the window
     q, k, v = qkv(2, seqlen_q, seqlen_k, 4, 2, 32)
     report = check_flash_attention(q, k, v, causal=causal,
                                    relative_bias=t5_style_relative_bias(4, window))
@@ -154,23 +155,28 @@ def test_relative_bias_with_padding_dropout_and_fp16(poisoned_outputs):
                           dropout_p=0.2, dropout_seed=4, dropout_mask=mask)
 
 
+@pytest.mark.parametrize("keys_major", [False, True])
 @pytest.mark.parametrize("window,seqlen_q,seqlen_k", [(3, 200, 200), (128, 640, 517), (40, 96, 1000)])
-@pytest.mark.parametrize("queries,keys", [(128, 128), (64, 128), (128, 64), (16, 32)])
-def test_relative_bias_band_holds_every_tiles_bias(window, seqlen_q, seqlen_k, queries, keys):
+@pytest.mark.parametrize("rows,cols", [(128, 128), (64, 128), (128, 64), (16, 32)])
+def test_relative_bias_band_holds_every_tiles_bias(window, seqlen_q, seqlen_k, rows, cols,
+                                                   keys_major):
     """The kernels read a tile's bias as a block of the band at a clamped, 16-aligned column
-    (_band_tile); for every tile of the grid that block is log2(e) * bias[clamp(j - i')]."""
+    (_band_tile); for every tile of the grid that block is log2(e) * bias[clamp(j - i')]. The
+    forward's and dq's tiles are (queries, keys), the dk/dv kernel's (keys, queries)."""
     bias = t5_style_relative_bias(2, window).double()
-    band, band_start = fa._relative_bias_band(bias, seqlen_q, seqlen_k, torch.float32)
+    band, band_start = fa._relative_bias_band(bias, seqlen_q, seqlen_k, torch.float32, keys_major)
     band_cols = band.shape[2]
     assert band_start % 16 == 0 and band_cols % 16 == 0
-    r = torch.arange(queries)[:, None]
-    n = torch.arange(keys)[None, :]
-    for start_m in range(0, seqlen_q, queries):
-        for start_n in range(0, seqlen_k, keys):
-            col = min(max(start_n - start_m + band_start, 0), band_cols - keys)
-            distance = (start_n + n) - (start_m + r) - (seqlen_k - seqlen_q)
+    r = torch.arange(rows)[:, None]
+    c = torch.arange(cols)[None, :]
+    row_len, col_len = (seqlen_k, seqlen_q) if keys_major else (seqlen_q, seqlen_k)
+    for start_r in range(0, row_len, rows):
+        for start_c in range(0, col_len, cols):
+            col = min(max(start_c - start_r + band_start, 0), band_cols - cols)
+            queries, keys = (start_c + c, start_r + r) if keys_major else (start_r + r, start_c + c)
+            distance = keys - queries - (seqlen_k - seqlen_q)
             expected = bias[:, distance.clamp(-window, window) + window] * fa.LOG2E
-            torch.testing.assert_close(band[:, r, col + n], expected.float(), rtol=1e-6, atol=0)
+            torch.testing.assert_close(band[:, r, col + c], expected.float(), rtol=1e-6, atol=0)
 
 
 def test_dropout_matches_reference_given_the_kernels_mask(poisoned_outputs):

@@ -29,7 +29,7 @@ def main() -> int:
         # The dk/dv kernel's tiles are wider in keys, as in its tuning table (the relative
         # bias gradient rotates such a tile).
         for kernel, extra in ((fa._fwd_kernel, {"EVEN_M": False}),
-                              (fa._bwd_kv_kernel, {"BLOCK_N": 128}), (fa._bwd_q_kernel, {})):
+                              (fa._bwd_kv_kernel, {"BLOCK_N": 128, "REL_SLOTS": 8}), (fa._bwd_q_kernel, {})):
             try:
                 compile_for_sm90(kernel, {**tiles, **flags, **extra})
             except Exception as error:  # report every failing variant, not just the first

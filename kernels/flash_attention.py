@@ -26,8 +26,9 @@ Supported:
 - A learned relative position bias by distance (T5's buckets, gathered per distance by the
   caller into [Hq, 2W + 1]): relative_bias[h, clamp(j - i', -W, W) + W], added in the kernel
   (tiles beyond the window add its end value, tiles across it read a per-call Toeplitz band of
-  it, fp16 for 16-bit inputs), with its gradient from the backward (register sums for tiles
-  beyond the window, one atomic per diagonal for tiles across it).
+  it, fp16 for 16-bit inputs), with its gradient from the dk/dv kernel (register sums for tiles
+  beyond the window, diagonal sums for tiles across it, kept per key block in registers and
+  added with one atomic per distance).
 - The gradient of the returned lse, folded into delta (ds = p * (dp - delta + dlse)).
 
 Limits: on a CPU the kernels run only under TRITON_INTERPRET=1 (the Triton interpreter, slow;
@@ -528,8 +529,8 @@ def _rel_bias_grad(ds_t, start_m, slots, slot_sums, far_right, far_left, right_o
     clamped end entry: its row sums go to far_right / far_left. Across the window the distance
     is constant along each diagonal (key n - query m); the tile's diagonal sums come in runs of
     BLOCK_M distances that line up from tile to tile (the key block's "slots", see
-    _window_slots), so they add into slot_sums [SLOTS, BLOCK_M] with a select, not an atomic:
-    atomics per tile measured as the dk/dv kernel's largest relative-bias cost.
+    _window_slots), so they add into slot_sums [SLOTS, BLOCK_M] with a select; the atomics
+    wait for the flush (fewer atomics measured 1-3% faster; docs/benchmarks.md).
     """
     tl.static_assert(BLOCK_M <= BLOCK_N, "relative-bias gradient needs BLOCK_M <= BLOCK_N")
     if ACROSS:

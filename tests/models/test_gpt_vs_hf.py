@@ -35,23 +35,21 @@ def _gpt2_pair(seq: int):
     sd = hf.state_dict()
     copy_weight(ours.embedding.word_embeddings.weight, sd["transformer.wte.weight"])
     copy_weight(ours.embedding.position_embeddings.weight, sd["transformer.wpe.weight"])
+
+    def copy_weight_and_bias(module: torch.nn.Module, key: str, conv1d: bool = False) -> None:
+        # GPT-2's Conv1D stores [in, out]: the transpose of nn.Linear.
+        copy_weight(module.weight, sd[key + ".weight"].t() if conv1d else sd[key + ".weight"])
+        copy_weight(module.bias, sd[key + ".bias"])
+
     for i, layer in enumerate(ours.decoder.layers):
         p = f"transformer.h.{i}."
-        # GPT-2's Conv1D stores [in, out]: the transpose of nn.Linear. c_attn is [q | k | v].
-        copy_weight(layer.attention_norm.weight, sd[p + "ln_1.weight"])
-        copy_weight(layer.attention_norm.bias, sd[p + "ln_1.bias"])
-        copy_weight(layer.attention.linear_qkv.weight, sd[p + "attn.c_attn.weight"].t())
-        copy_weight(layer.attention.linear_qkv.bias, sd[p + "attn.c_attn.bias"])
-        copy_weight(layer.attention.linear_proj.weight, sd[p + "attn.c_proj.weight"].t())
-        copy_weight(layer.attention.linear_proj.bias, sd[p + "attn.c_proj.bias"])
-        copy_weight(layer.mlp_norm.weight, sd[p + "ln_2.weight"])
-        copy_weight(layer.mlp_norm.bias, sd[p + "ln_2.bias"])
-        copy_weight(layer.mlp.linear_fc1.weight, sd[p + "mlp.c_fc.weight"].t())
-        copy_weight(layer.mlp.linear_fc1.bias, sd[p + "mlp.c_fc.bias"])
-        copy_weight(layer.mlp.linear_fc2.weight, sd[p + "mlp.c_proj.weight"].t())
-        copy_weight(layer.mlp.linear_fc2.bias, sd[p + "mlp.c_proj.bias"])
-    copy_weight(ours.decoder.final_norm.weight, sd["transformer.ln_f.weight"])
-    copy_weight(ours.decoder.final_norm.bias, sd["transformer.ln_f.bias"])
+        copy_weight_and_bias(layer.attention_norm, p + "ln_1")
+        copy_weight_and_bias(layer.attention.linear_qkv, p + "attn.c_attn", conv1d=True)  # [q | k | v]
+        copy_weight_and_bias(layer.attention.linear_proj, p + "attn.c_proj", conv1d=True)
+        copy_weight_and_bias(layer.mlp_norm, p + "ln_2")
+        copy_weight_and_bias(layer.mlp.linear_fc1, p + "mlp.c_fc", conv1d=True)
+        copy_weight_and_bias(layer.mlp.linear_fc2, p + "mlp.c_proj", conv1d=True)
+    copy_weight_and_bias(ours.decoder.final_norm, "transformer.ln_f")
     return hf, ours
 
 

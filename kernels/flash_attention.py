@@ -7,7 +7,8 @@ needs only q, k, v, out, lse and the incoming gradient, so memory is linear in t
 The backward runs three kernels: `delta = rowsum(dout * out)`; one program per key block that
 recomputes the probabilities of every query block that sees it and accumulates dk and dv in
 registers (summed over the query heads of a GQA group, so k and v are never repeated); one
-program per query block that accumulates dq. dq, dk and dv use no atomics and are deterministic.
+program per query block that accumulates dq (and a fourth for a relative bias's gradient, below).
+dq, dk and dv use no atomics and are deterministic.
 
 Supported:
 - q [B, Sq, Hq, D], k and v [B, Sk, Hkv, D] with Hq % Hkv == 0 (GQA / MQA), any strides whose
@@ -26,9 +27,10 @@ Supported:
 - A learned relative position bias by distance (T5's buckets, gathered per distance by the
   caller into [Hq, 2W + 1]): relative_bias[h, clamp(j - i', -W, W) + W], added in the kernel
   (tiles beyond the window add its end value, tiles across it read a per-call Toeplitz band of
-  it, fp16 for 16-bit inputs), with its gradient from the dk/dv kernel (register sums for tiles
-  beyond the window, diagonal sums for tiles across it, kept per key block in registers and
-  added with one atomic per distance).
+  it, fp16 for 16-bit inputs). Its gradient: the dk/dv kernel sums the far tiles' ds (one end
+  entry each); a fourth kernel walks the dk/dv kernel's tiles across the window along their
+  diagonals of tiles, where every tile has the same distances, so a walk's ds tiles add up in
+  registers and are reduced by distance once (recomputing two of the tiles' matrix products).
 - The gradient of the returned lse, folded into delta (ds = p * (dp - delta + dlse)).
 
 Limits: on a CPU the kernels run only under TRITON_INTERPRET=1 (the Triton interpreter, slow;
@@ -448,9 +450,73 @@ def _load_lse(Lse, row_ptrs, rows, seqlen_q):
 
 
 @triton.jit
+def _kv_near(start_n, seqlen_q, seqlen_k, rel_window, edges, WIDEN: tl.constexpr,
+             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """A key block's window zone as query blocks (near_lo, near_hi), before clamping to its
+    rows, widened to the edge blocks if WIDEN: the dk/dv kernel's split, which the
+    relative-bias gradient kernel repeats."""
+    near = _window_blocks(start_n - (seqlen_k - seqlen_q), rel_window, BLOCK_N, BLOCK_M)
+    return _with_edges(near, edges, WIDEN)
+
+
+@triton.jit
+def _key_block_rows(start_n, seqlen_q, seqlen_k, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr,
+                    BLOCK_N: tl.constexpr):
+    """The query rows of the key block at start_n: (first_row, band_end, masked_end, last_rows).
+
+    Row i sees key j iff i >= j - (Sk - Sq). Rows before first_row see none of the block; rows
+    from band_end on see all of it, so only [first_row, band_end) needs the causal mask, and
+    every row needs the edge mask ([first_row, masked_end)) when the block runs past the last
+    key. last_rows: the query rows rounded up to whole blocks."""
+    last_rows = tl.cdiv(seqlen_q, BLOCK_M) * BLOCK_M
+    if CAUSAL:
+        first_row = tl.maximum(start_n - (seqlen_k - seqlen_q), 0) // BLOCK_M * BLOCK_M
+        band_end = tl.cdiv(tl.maximum(start_n + BLOCK_N - 1 - (seqlen_k - seqlen_q), 0),
+                           BLOCK_M) * BLOCK_M
+        band_end = tl.minimum(band_end, last_rows)
+    else:
+        first_row = 0
+        band_end = 0
+    masked_end = tl.where(start_n + BLOCK_N > seqlen_k, last_rows, band_end)
+    return first_row, band_end, masked_end, last_rows
+
+
+@triton.jit
+def _query_tiles(q_base, do_base, stride_qm, stride_dom, lse_row, delta_row, rows, offs_d,
+                 seqlen_q, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+    """q and dout (BLOCK_M, BLOCK_D) of the query rows, zeros past the end; their lse (log2
+    units, +inf past the end) and delta."""
+    q_mask = rows[:, None] < seqlen_q
+    if BLOCK_D != HEAD_DIM:
+        q_mask = q_mask & (offs_d[None, :] < HEAD_DIM)
+    q = tl.load(q_base + rows[:, None] * stride_qm + offs_d[None, :], mask=q_mask, other=0.0)
+    do = tl.load(do_base + rows[:, None] * stride_dom + offs_d[None, :], mask=q_mask, other=0.0)
+    lse = _load_lse(lse_row, rows, rows, seqlen_q)
+    delta = tl.load(delta_row + rows, mask=rows < seqlen_q, other=0.0)
+    return q, do, lse, delta
+
+
+@triton.jit
+def _probs_and_ds(s_t, v, do, lse, delta, rows, cols, seed, batch_head, dropout_p,
+                  HAS_DROPOUT: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """From biased, masked, log2-scaled scores s_t (BLOCK_N keys, BLOCK_M queries): (p^T as dv
+    takes it, i.e. with dropout applied; ds^T = d loss / d score), both (BLOCK_N, BLOCK_M)."""
+    p_t = tl.math.exp2(s_t - lse[None, :])
+    dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
+    if HAS_DROPOUT:
+        # 1 / (1 - p) where kept, else 0. A float, not the bool mask: sm_90 compilation of a
+        # kernel with a gather fails when it moves a bool tile through shared memory.
+        keep_scale = tl.where(_dropout_keep(seed, rows[None, :], cols, batch_head, dropout_p),
+                              1.0 / (1.0 - dropout_p), 0.0)
+        return p_t * keep_scale, p_t * (dp_t * keep_scale - delta[None, :])
+    else:
+        return p_t, p_t * (dp_t - delta[None, :])
+
+
+@triton.jit
 def _bwd_kv_inner(
     dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
-    slot_sums, slots, far_right, far_left, start_n, lo, hi, edges, offs_m, offs_n, offs_d,
+    far_right, far_left, start_n, lo, hi, edges, offs_m, offs_n, offs_d,
     seqlen_q, seqlen_k, qk_scale, alibi_slope, band_row, band_cols, band_start, rel_window,
     rel_ends, key_mask_row, seg_row, seed, batch_head, dropout_p,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
@@ -462,13 +528,14 @@ def _bwd_kv_inner(
     """Accumulate dk, dv of one key block over query blocks [lo, hi), working transposed:
     (BLOCK_N, BLOCK_M) tiles, so that p^T and ds^T feed the matrix products directly.
 
-    With a relative bias, also its gradient, in zones and with the edge blocks as in
-    _fwd_inner. Walking down the queries, the far blocks before the window see the keys on its
-    right: rel_ends = log2(e) * (bias[+W], bias[-W]). The gradient collects in slot_sums,
-    far_right and far_left (see _rel_bias_grad)."""
+    With a relative bias, in zones as in _fwd_inner; with a causal mask the diagonal's blocks
+    [edges[0], edges[1]) join the window zone. Walking down the queries, the far blocks before
+    the window see the keys on its right: rel_ends = log2(e) * (bias[+W], bias[-W]). The far
+    blocks' part of the bias gradient collects per key in far_right and far_left; the window
+    zone's part comes from _rel_bias_grad_kernel."""
     cols = (start_n + offs_n)[:, None]  # (BLOCK_N, 1)
-    near = _window_blocks(start_n - (seqlen_k - seqlen_q), rel_window, BLOCK_N, BLOCK_M)
-    near = _with_edges(near, edges, MASK_EDGES and REL_ZONES)
+    near = _kv_near(start_n, seqlen_q, seqlen_k, rel_window, edges,
+                    CAUSAL and MASK_EDGES and REL_ZONES, BLOCK_M, BLOCK_N)
     # (BLOCK_N, BLOCK_M): the key-major band, queries contiguous like the tile's rows
     band_offsets = offs_n[:, None] * tl.multiple_of(band_cols, 16) + offs_m[None, :]
     for zone in tl.static_range(2 if REL_ZONES else 1):
@@ -478,16 +545,8 @@ def _bwd_kv_inner(
             start_m = _block_start(index, hole, hole_width, REL_ZONES)
             right_of_window = start_m < hole  # for the far zone
             rows = start_m + offs_m  # (BLOCK_M,)
-            q_mask = rows[:, None] < seqlen_q
-            if BLOCK_D != HEAD_DIM:
-                q_mask = q_mask & (offs_d[None, :] < HEAD_DIM)
-            q = tl.load(q_base + rows[:, None] * stride_qm + offs_d[None, :], mask=q_mask,
-                        other=0.0)
-            do = tl.load(do_base + rows[:, None] * stride_dom + offs_d[None, :], mask=q_mask,
-                         other=0.0)
-            lse = _load_lse(lse_row, rows, rows, seqlen_q)
-            delta = tl.load(delta_row + rows, mask=rows < seqlen_q, other=0.0)
-
+            q, do, lse, delta = _query_tiles(q_base, do_base, stride_qm, stride_dom, lse_row,
+                                             delta_row, rows, offs_d, seqlen_q, HEAD_DIM, BLOCK_D)
             s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
             s_t = s_t * qk_scale
             s_t = _bias_and_mask(
@@ -497,101 +556,28 @@ def _bwd_kv_inner(
                 tl.where(right_of_window, rel_ends[0], rel_ends[1]), seqlen_q, seqlen_k,
                 alibi_slope, key_mask_row, seg_row, CAUSAL, HAS_ALIBI, HAS_REL_BIAS,
                 zone == 0, HAS_KEY_MASK, HAS_SEGMENTS, MASK_EDGES and zone == 0)
-            p_t = tl.math.exp2(s_t - lse[None, :])
-            dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
-            if HAS_DROPOUT:
-                # 1 / (1 - p) where kept, else 0. A float, not the bool mask: sm_90 compilation
-                # (with the relative bias's gather) fails when it moves a bool tile through
-                # shared memory.
-                keep_scale = tl.where(
-                    _dropout_keep(seed, rows[None, :], cols, batch_head, dropout_p),
-                    1.0 / (1.0 - dropout_p), 0.0)
-                dv += tl.dot((p_t * keep_scale).to(do.dtype), do, input_precision=DOT_PRECISION)
-                dp_t = dp_t * keep_scale
-            else:
-                dv += tl.dot(p_t.to(do.dtype), do, input_precision=DOT_PRECISION)
-            ds_t = p_t * (dp_t - delta[None, :])  # d loss / d score, (BLOCK_N, BLOCK_M)
-            if HAS_REL_BIAS:
-                slot_sums, far_right, far_left = _rel_bias_grad(
-                    ds_t, start_m, slots, slot_sums, far_right, far_left, right_of_window,
-                    zone == 0, BLOCK_M, BLOCK_N)
+            p_t, ds_t = _probs_and_ds(s_t, v, do, lse, delta, rows, cols, seed, batch_head,
+                                      dropout_p, HAS_DROPOUT, DOT_PRECISION)
+            dv += tl.dot(p_t.to(do.dtype), do, input_precision=DOT_PRECISION)
+            if HAS_REL_BIAS and REL_ZONES and zone == 1:
+                # wholly beyond the window: every element's gradient goes to one end entry
+                tile_sums = tl.sum(ds_t, axis=1)
+                far_right += tl.where(right_of_window, tile_sums, 0.0)
+                far_left += tl.where(right_of_window, 0.0, tile_sums)
             dk += tl.dot(ds_t.to(q.dtype), q, input_precision=DOT_PRECISION)
-    return dk, dv, slot_sums, far_right, far_left
+    return dk, dv, far_right, far_left
 
 
 @triton.jit
-def _rel_bias_grad(ds_t, start_m, slots, slot_sums, far_right, far_left, right_of_window,
-                   ACROSS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Add a (BLOCK_N keys, BLOCK_M queries from start_m) tile of d score to this head's
-    relative bias gradient, kept in registers until _flush_rel_bias_grad.
-
-    A tile wholly beyond the window (not ACROSS; right_of_window: on the +W side) feeds only the
-    clamped end entry: its row sums go to far_right / far_left. Across the window the distance
-    is constant along each diagonal (key n - query m); the tile's diagonal sums come in runs of
-    BLOCK_M distances that line up from tile to tile (the key block's "slots", see
-    _window_slots), so they add into slot_sums [SLOTS, BLOCK_M] with a select; the atomics
-    wait for the flush (fewer atomics measured 1-3% faster; docs/benchmarks.md).
-    """
-    tl.static_assert(BLOCK_M <= BLOCK_N, "relative-bias gradient needs BLOCK_M <= BLOCK_N")
-    if ACROSS:
-        # (BLOCK_N // BLOCK_M, BLOCK_M) each
-        unwrapped, wrapped = _diagonal_sums(ds_t, BLOCK_N, BLOCK_M)
-        # slot of [block, :]: block - start_m / BLOCK_M (+ 1 where wrapped), clamped into slots
-        kappa = tl.arange(0, BLOCK_N // BLOCK_M) - start_m // BLOCK_M
-        slot_sums = _add_to_slots(slot_sums, unwrapped, kappa, slots)
-        slot_sums = _add_to_slots(slot_sums, wrapped, kappa + 1, slots)
-    else:
-        tile_sums = tl.sum(ds_t, axis=1)
-        far_right += tl.where(right_of_window, tile_sums, 0.0)
-        far_left += tl.where(right_of_window, 0.0, tile_sums)
-    return slot_sums, far_right, far_left
-
-
-@triton.jit
-def _add_to_slots(slot_sums, sums, kappa, slots):
-    """slot_sums [SLOTS, BLOCK_M] += each row of sums [R, BLOCK_M] at slot kappa[r], clamped
-    into slots (see _window_slots)."""
-    slot = tl.minimum(tl.maximum(kappa, slots[0]), slots[1]) - slots[0]  # (R,)
-    slot_ids = tl.arange(0, slot_sums.shape[0])[:, None, None]
-    return slot_sums + tl.sum(tl.where(slot_ids == slot[None, :, None], sums[None, :, :], 0.0),
-                              axis=1)
-
-
-@triton.jit
-def _window_slots(key_distance, rel_window, BLOCK_M: tl.constexpr):
-    """The slots of a key block whose first key lies key_distance = start_n - (Sk - Sq) along
-    the distance axis: slot kappa holds distances key_distance + BLOCK_M * kappa - rho,
-    rho < BLOCK_M. Returns (first, last) kappa kept apart; the first holds only distances
-    <= -W and the last only >= +W, so any slot beyond them merges into them (clamped)."""
-    first = _floor_div(-rel_window - key_distance, BLOCK_M)
-    last = _floor_div(rel_window + 2 * BLOCK_M - 2 - key_distance, BLOCK_M)
-    return first, last
-
-
-@triton.jit
-def _floor_div(a, b):
-    """a // b rounded down for b > 0 (integer division in Triton truncates toward zero)."""
-    return tl.where(a >= 0, a // b, -((b - 1 - a) // b))
-
-
-@triton.jit
-def _flush_rel_bias_grad(drel_row, slot_sums, slots, key_distance, far_right, far_left,
-                         rel_window, BLOCK_M: tl.constexpr):
-    """Add a head's register-held gradient (see _rel_bias_grad) to drel: one atomic per
-    distance inside the window, one per end entry."""
-    slot_index = tl.arange(0, slot_sums.shape[0])  # (SLOTS,)
-    last = slots[1] - slots[0]
-    # the first and last slots hold only clamped distances: their sums join the end entries
-    slot_totals = tl.sum(slot_sums, axis=1)
-    left = tl.sum(far_left, axis=0) + tl.sum(tl.where(slot_index == 0, slot_totals, 0.0), axis=0)
-    right = (tl.sum(far_right, axis=0)
-             + tl.sum(tl.where(slot_index == last, slot_totals, 0.0), axis=0))
-    slot_ids = slot_index[:, None]
-    distance = key_distance + BLOCK_M * (slots[0] + slot_ids) - tl.arange(0, BLOCK_M)[None, :]
-    tl.atomic_add(drel_row + _clamp(distance, rel_window) + rel_window, slot_sums,
-                  mask=(slot_ids > 0) & (slot_ids < last), sem="relaxed")
-    tl.atomic_add(drel_row, left, sem="relaxed")
-    tl.atomic_add(drel_row + 2 * rel_window, right, sem="relaxed")
+def _flush_far_rel_bias_grad(drel_row, far_right, far_left, cols, seqlen_k, rel_window):
+    """Add a key block's far-tile sums (per key, see _bwd_kv_inner) to the end entries
+    drel[-W] and drel[+W]. Keys past the end are left out: with a relative bias the far tiles
+    of a last, partial key block are not masked (only their dk, dv rows, never stored, and
+    these sums see those keys)."""
+    real = cols < seqlen_k
+    tl.atomic_add(drel_row, tl.sum(tl.where(real, far_left, 0.0), axis=0), sem="relaxed")
+    tl.atomic_add(drel_row + 2 * rel_window, tl.sum(tl.where(real, far_right, 0.0), axis=0),
+                  sem="relaxed")
 
 
 @triton.jit
@@ -601,9 +587,9 @@ def _diagonal_sums(x, ROWS: tl.constexpr, COLS: tl.constexpr):
     a = COLS * block + a' with a' + rho < COLS, then a - b = COLS * (block + 1) - rho over the
     others.
 
-    Rotating each row a left by a % COLS (one gather along the rows, which the warps hold
-    whole) puts x[a, (a + rho) % COLS] in column rho: its distance a - b is a - a % COLS - rho,
-    plus COLS where a % COLS + rho wrapped past the row's end.
+    Rotating each row a left by a % COLS (one gather along the rows) puts x[a, (a + rho) % COLS]
+    in column rho: its distance a - b is a - a % COLS - rho, plus COLS where a % COLS + rho
+    wrapped past the row's end.
     """
     a = tl.arange(0, ROWS)[:, None] % COLS
     rho = tl.arange(0, COLS)[None, :]
@@ -628,10 +614,10 @@ def _bwd_kv_kernel(
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, REL_SLOTS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """One program per (key block, batch, kv head): dk and dv summed over the head's group.
-    REL_SLOTS: room for a key block's window slots (see _window_slots; _rel_slots)."""
+    """One program per (key block, batch, kv head): dk and dv summed over the head's group, and
+    the far tiles' part of the relative bias's gradient."""
     start_n = tl.program_id(0) * BLOCK_N
     batch_kv_head = tl.program_id(1)
     num_kv_heads = num_heads // kv_group
@@ -652,24 +638,15 @@ def _bwd_kv_kernel(
     key_mask_row = KeyMask + b * stride_keymask_b
     seg_row = SegIds + b * stride_seg_b
 
-    # Row i sees key j iff i >= j - (Sk - Sq). Rows before `first_row` see none of this block;
-    # rows from `band_end` on see all of it, so only [first_row, band_end) needs the causal
-    # mask, and every row needs the edge mask when the block runs past the last key.
-    last_rows = tl.cdiv(seqlen_q, BLOCK_M) * BLOCK_M
-    if CAUSAL:
-        first_row = tl.maximum(start_n - (seqlen_k - seqlen_q), 0) // BLOCK_M * BLOCK_M
-        band_end = tl.cdiv(tl.maximum(start_n + BLOCK_N - 1 - (seqlen_k - seqlen_q), 0), BLOCK_M) * BLOCK_M
-        band_end = tl.minimum(band_end, last_rows)
-    else:
-        first_row = 0
-        band_end = 0
-    masked_end = tl.where(start_n + BLOCK_N > seqlen_k, last_rows, band_end)
-    # With a causal relative bias, the first call's window zone also takes the masked rows (see
-    # _with_edges) and the second call has none left.
-    merge_edges: tl.constexpr = CAUSAL and HAS_REL_BIAS
+    first_row, band_end, masked_end, last_rows = _key_block_rows(start_n, seqlen_q, seqlen_k,
+                                                                 CAUSAL, BLOCK_M, BLOCK_N)
+    # With a relative bias, one call walks all rows in zones; the first zone (the window, and
+    # with a causal mask the diagonal's blocks) takes the edge mask. Past the last key nothing
+    # else needs it here: those keys' dk, dv rows are never stored, and the far sums drop them.
+    # _rel_bias_grad_kernel repeats this split.
+    merge_edges: tl.constexpr = HAS_REL_BIAS
     split = last_rows if merge_edges else masked_end
-    key_distance = start_n - (seqlen_k - seqlen_q)
-    slots = _window_slots(key_distance, rel_window, BLOCK_M)
+    edges = (first_row, band_end) if merge_edges else (first_row, masked_end)
 
     for g in range(0, kv_group):
         h = h_kv * kv_group + g
@@ -680,34 +657,30 @@ def _bwd_kv_kernel(
         delta_row = Delta + batch_head.to(tl.int64) * seqlen_q
         alibi_slope = _alibi_slope(Slopes, b, h, stride_slopes_b, HAS_ALIBI)
         band_row = RelBias + h * stride_relbias_h
-        drel_row = DRelBias + h * (2 * rel_window + 1)
         rel_ends = _rel_bias_ends(band_row, band_cols, HAS_REL_BIAS)  # (bias[+W], bias[-W])
-        far_right = tl.zeros([BLOCK_N], dtype=tl.float32)  # d bias[+W] from far tiles
+        far_right = tl.zeros([BLOCK_N], dtype=tl.float32)  # d bias[+W] from far tiles, per key
         far_left = tl.zeros([BLOCK_N], dtype=tl.float32)  # d bias[-W]
-        slot_sums = tl.zeros([REL_SLOTS, BLOCK_M], dtype=tl.float32)  # across the window
-        dk, dv, slot_sums, far_right, far_left = _bwd_kv_inner(
+        dk, dv, far_right, far_left = _bwd_kv_inner(
             dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
-            slot_sums, slots, far_right, far_left, start_n, first_row, split,
-            (first_row, masked_end), offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale,
-            alibi_slope, band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row,
-            seg_row, seed, batch_head, dropout_p,
-            CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, True,
-            merge_edges,
+            far_right, far_left, start_n, first_row, split, edges, offs_m, offs_n, offs_d,
+            seqlen_q, seqlen_k, qk_scale, alibi_slope, band_row, band_cols, band_start,
+            rel_window, rel_ends, key_mask_row, seg_row, seed, batch_head, dropout_p,
+            CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT,
+            CAUSAL or not merge_edges, merge_edges,
             HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
         )
-        dk, dv, slot_sums, far_right, far_left = _bwd_kv_inner(
+        dk, dv, far_right, far_left = _bwd_kv_inner(
             dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
-            slot_sums, slots, far_right, far_left, start_n, split, last_rows, (split, split),
-            offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope, band_row,
-            band_cols, band_start, rel_window, rel_ends, key_mask_row, seg_row, seed, batch_head,
-            dropout_p,
+            far_right, far_left, start_n, split, last_rows, (split, split), offs_m, offs_n,
+            offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope, band_row, band_cols, band_start,
+            rel_window, rel_ends, key_mask_row, seg_row, seed, batch_head, dropout_p,
             CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
             HAS_REL_BIAS,
             HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
         )
         if HAS_REL_BIAS:
-            _flush_rel_bias_grad(drel_row, slot_sums, slots, key_distance, far_right, far_left,
-                                 rel_window, BLOCK_M)
+            _flush_far_rel_bias_grad(DRelBias + h * (2 * rel_window + 1), far_right, far_left,
+                                     cols, seqlen_k, rel_window)
 
     # s was scaled by softmax_scale * log2(e) for exp2; dk needs softmax_scale only.
     dk = dk * (qk_scale * 0.6931471805599453)
@@ -715,6 +688,111 @@ def _bwd_kv_kernel(
              + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + b.to(tl.int64) * stride_dvb + h_kv * stride_dvh + cols[:, None] * stride_dvn
              + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _walk_key_blocks(walk, first_block, last_block, seqlen_q, seqlen_k, rel_window,
+                     CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The key blocks [n_lo, n_hi) of [first_block, last_block) whose window zone in the dk/dv
+    kernel holds the query block at start_n + walk * BLOCK_M. A zone's bounds less start_n only
+    shrink as n grows (clamping at the ends), so the blocks that qualify are contiguous."""
+    n_lo = last_block
+    n_hi = first_block
+    for n in range(first_block, last_block):
+        start_n = n * BLOCK_N
+        first_row, band_end, _, last_rows = _key_block_rows(start_n, seqlen_q, seqlen_k, CAUSAL,
+                                                            BLOCK_M, BLOCK_N)
+        near = _kv_near(start_n, seqlen_q, seqlen_k, rel_window, (first_row, band_end), CAUSAL,
+                        BLOCK_M, BLOCK_N)
+        zone_lo, zone_hi, _, _ = _zone_bounds(first_row, last_rows, near, 0, True)
+        start_m = start_n + walk * BLOCK_M
+        inside = (zone_lo <= start_m) & (start_m < zone_hi)
+        n_lo = tl.where(inside, tl.minimum(n_lo, n), n_lo)
+        n_hi = tl.where(inside, tl.maximum(n_hi, n + 1), n_hi)
+    return n_lo, n_hi
+
+
+@triton.jit
+def _rel_bias_grad_kernel(
+    Q, K, V, DOut, Lse, Delta, DRelBias, Slopes, RelBias, KeyMask, SegIds,
+    stride_qb, stride_qm, stride_qh,
+    stride_kb, stride_kn, stride_kh,
+    stride_vb, stride_vn, stride_vh,
+    stride_dob, stride_dom, stride_doh,
+    stride_slopes_b, stride_relbias_h, stride_keymask_b, stride_seg_b,
+    num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket, rel_window, band_cols, band_start,
+    qk_scale, dropout_p, seed, first_walk, blocks_per_program,
+    CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
+    HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """The relative bias's gradient from the dk/dv kernel's window-zone tiles (same tiles).
+
+    One program per (walk, run of key blocks, batch * head): walk w takes from each key block
+    the query block that starts w * BLOCK_M after it, where that block lies in the key block's
+    window zone. Every tile of a walk has the same distances (key - aligned query =
+    a - b - w * BLOCK_M - (Sk - Sq) at tile element [a, b]) and the same bias tile, so the
+    walk's ds tiles add up in registers and are reduced along their diagonals once, at the
+    end: no per-tile gather or atomics in any loop. The price is the scores and dp of these
+    tiles computed a second time (two matrix products per window tile)."""
+    tl.static_assert(BLOCK_M <= BLOCK_N, "the diagonal sums need BLOCK_M <= BLOCK_N")
+    walk = tl.program_id(0) + first_walk
+    first_block = tl.program_id(1) * blocks_per_program
+    last_block = tl.minimum(first_block + blocks_per_program, tl.cdiv(seqlen_k, BLOCK_N))
+    batch_head = tl.program_id(2)
+    b = batch_head // num_heads
+    h = batch_head % num_heads
+    h_kv = h // kv_group
+    n_lo, n_hi = _walk_key_blocks(walk, first_block, last_block, seqlen_q, seqlen_k, rel_window,
+                                  CAUSAL, BLOCK_M, BLOCK_N)
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    q_base = Q + b.to(tl.int64) * stride_qb + h * stride_qh
+    do_base = DOut + b.to(tl.int64) * stride_dob + h * stride_doh
+    k_base = K + b.to(tl.int64) * stride_kb + h_kv * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + h_kv * stride_vh
+    lse_row = Lse + batch_head.to(tl.int64) * seqlen_q
+    delta_row = Delta + batch_head.to(tl.int64) * seqlen_q
+    alibi_slope = _alibi_slope(Slopes, b, h, stride_slopes_b, HAS_ALIBI)
+    key_mask_row = KeyMask + b * stride_keymask_b
+    seg_row = SegIds + b * stride_seg_b
+    # (BLOCK_N, BLOCK_M): the walk's bias tile, from the key-major band as in the dk/dv kernel
+    band_offsets = offs_n[:, None] * tl.multiple_of(band_cols, 16) + offs_m[None, :]
+    bias_t = tl.load(_band_tile(RelBias + h * stride_relbias_h, 0, walk * BLOCK_M, band_start,
+                                band_cols, band_offsets, BLOCK_N, BLOCK_M)).to(tl.float32)
+
+    ds_sum = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    for n in tl.range(n_lo, n_hi):
+        start_n = n * BLOCK_N
+        start_m = start_n + walk * BLOCK_M
+        cols = (start_n + offs_n)[:, None]  # (BLOCK_N, 1)
+        kv_mask = (cols < seqlen_k) & (offs_d[None, :] < HEAD_DIM)
+        k = tl.load(k_base + cols * stride_kn + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(v_base + cols * stride_vn + offs_d[None, :], mask=kv_mask, other=0.0)
+        rows = start_m + offs_m  # (BLOCK_M,)
+        q, do, lse, delta = _query_tiles(q_base, do_base, stride_qm, stride_dom, lse_row,
+                                         delta_row, rows, offs_d, seqlen_q, HEAD_DIM, BLOCK_D)
+        s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale + bias_t
+        s_t = _bias_and_mask(s_t, rows[None, :], cols, bias_t, 0.0, seqlen_q, seqlen_k,
+                             alibi_slope, key_mask_row, seg_row, CAUSAL, HAS_ALIBI, False, False,
+                             HAS_KEY_MASK, HAS_SEGMENTS, True)
+        _, ds_t = _probs_and_ds(s_t, v, do, lse, delta, rows, cols, seed, batch_head, dropout_p,
+                                HAS_DROPOUT, DOT_PRECISION)
+        ds_sum += ds_t
+
+    # (BLOCK_N // BLOCK_M, BLOCK_M) each, see _diagonal_sums
+    unwrapped, wrapped = _diagonal_sums(ds_sum, BLOCK_N, BLOCK_M)
+    diagonal = (BLOCK_M * tl.arange(0, BLOCK_N // BLOCK_M)[:, None] - tl.arange(0, BLOCK_M)[None, :]
+                - walk * BLOCK_M - (seqlen_k - seqlen_q))
+    drel_row = DRelBias + h * (2 * rel_window + 1) + rel_window
+    any_tile = diagonal * 0 + n_lo < n_hi
+    tl.atomic_add(drel_row + _clamp(diagonal, rel_window), unwrapped, mask=any_tile,
+                  sem="relaxed")
+    tl.atomic_add(drel_row + _clamp(diagonal + BLOCK_M, rel_window), wrapped, mask=any_tile,
+                  sem="relaxed")
 
 
 @triton.jit
@@ -888,7 +966,10 @@ def _tile(config) -> tuple:
 def _pruner(tiles: dict, rel_bias_needs_wide_keys: bool):
     """early_config_prune: the tiles of this head dim's class, or the short tile alone for the
     short length class (a 128-row tile would be mostly padding). rel_bias_needs_wide_keys: with
-    a relative bias, keep only tiles with BLOCK_M <= BLOCK_N (see _rel_bias_grad)."""
+    a relative bias, keep only tiles with BLOCK_M <= BLOCK_N (_rel_bias_grad_kernel walks the
+    dk/dv kernel's tiles, and its _diagonal_sums needs them), and of those the ones with 64
+    queries or more where there are any: narrower ones multiply that kernel's walks (measured
+    slower overall even where they suit the dk/dv kernel alone; docs/benchmarks.md)."""
     def prune(configs, named_args, **kwargs):
         if named_args["seqlen_bucket"] == 0:
             wanted = [_SHORT_TILE]
@@ -896,18 +977,23 @@ def _pruner(tiles: dict, rel_bias_needs_wide_keys: bool):
             wanted = tiles[min(c for c in tiles if c >= kwargs["BLOCK_D"])]
         if rel_bias_needs_wide_keys and kwargs["HAS_REL_BIAS"]:
             wanted = [(bm, bn, w, s) for bm, bn, w, s in wanted if bm <= bn]
+            wanted = [tile for tile in wanted if tile[0] >= 64] or wanted
         return [config for config in configs if _tile(config) in wanted]
     return prune
 
 
 def _autotune(kernel, tiles: dict, reset_to_zero=None, rel_bias_needs_wide_keys=False):
     prune = _pruner(tiles, rel_bias_needs_wide_keys)
-    options = dict(key=_TUNING_KEY, prune_configs_by={"early_config_prune": prune},
-                   reset_to_zero=reset_to_zero)
+    return _tuned(kernel, _configs(tiles), _TUNING_KEY, reset_to_zero,
+                  prune_configs_by={"early_config_prune": prune})
+
+
+def _tuned(kernel, configs: list, key: list, reset_to_zero, **options):
+    options.update(key=key, reset_to_zero=reset_to_zero)
     try:  # shorter timing runs per candidate (the `do_bench` hook is newer than some tritons)
-        return triton.autotune(_configs(tiles), **options, do_bench=_quick_bench)(kernel)
+        return triton.autotune(configs, **options, do_bench=_quick_bench)(kernel)
     except TypeError:
-        return triton.autotune(_configs(tiles), **options)(kernel)
+        return triton.autotune(configs, **options)(kernel)
 
 
 def _quick_bench(fn, quantiles=None):
@@ -918,27 +1004,43 @@ _TUNING_KEY = ["HEAD_DIM", "CAUSAL", "HAS_ALIBI", "HAS_REL_BIAS", "HAS_DROPOUT",
                "kv_group"]
 
 
-def _rel_slots(args) -> int:
-    """REL_SLOTS of the dk/dv kernel: a power of two holding a key block's window slots, at
-    most (2W - 2) / BLOCK_M + 4 (see _window_slots)."""
-    return max(8, 2 * triton.next_power_of_2(2 * args["rel_window"] + 1) // args["BLOCK_M"])
-
-
 _fwd_heuristics = triton.heuristics({"EVEN_M": lambda args: args["seqlen_q"] % args["BLOCK_M"] == 0})
-_kv_heuristics = triton.heuristics({"REL_SLOTS": _rel_slots})
 if INTERPRETER:
     _fwd_launch = _fwd_heuristics(_fwd_kernel)
-    _bwd_kv_launch, _bwd_q_launch = _kv_heuristics(_bwd_kv_kernel), _bwd_q_kernel
+    _bwd_kv_launch, _bwd_q_launch = _bwd_kv_kernel, _bwd_q_kernel
+    _rel_grad_launch = _rel_bias_grad_kernel
     # The interpreter runs one config, not a tuning sweep; unequal tiles keep the index
     # arithmetic honest in tests.
     _INTERPRETER_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 16}
 else:
     _fwd_launch = _autotune(_fwd_heuristics(_fwd_kernel), _ROW_MAJOR_TILES)
-    _bwd_kv_launch = _autotune(_kv_heuristics(_bwd_kv_kernel), _KEY_MAJOR_TILES,
-                               reset_to_zero=["DRelBias"], rel_bias_needs_wide_keys=True)
+    _bwd_kv_launch = _autotune(_bwd_kv_kernel, _KEY_MAJOR_TILES, reset_to_zero=["DRelBias"],
+                               rel_bias_needs_wide_keys=True)
     _bwd_q_launch = _autotune(_bwd_q_kernel, _DQ_TILES)
+    # Its tile is the dk/dv kernel's; warps and stages are its own (it also pipelines k and v,
+    # so some of the dk/dv kernel's stage counts overflow shared memory: the tuner skips them).
+    _rel_grad_launch = _tuned(
+        _rel_bias_grad_kernel,
+        [triton.Config({}, num_warps=w, num_stages=s) for w in (4, 8) for s in (2, 3)],
+        ["BLOCK_M", "BLOCK_N", *(key for key in _TUNING_KEY if key != "HAS_REL_BIAS")],
+        reset_to_zero=["DRelBias"])
     _INTERPRETER_BLOCKS = {}
 _BWD_KV_INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 32} if INTERPRETER else {}
+
+
+def _last_kv_tile() -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_N) the dk/dv kernel last ran with: the relative-bias gradient kernel
+    must walk the same tiles (its window zone is defined by them)."""
+    if INTERPRETER:
+        blocks = _BWD_KV_INTERPRETER_BLOCKS
+    else:
+        blocks = _bwd_kv_launch.best_config.kwargs  # set by the autotuner on every launch
+    return blocks["BLOCK_M"], blocks["BLOCK_N"]
+
+
+# Key blocks per program of the relative-bias gradient kernel: long walks amortise its final
+# reduction; at N = 16384 and batch 1 this still leaves several programs per SM.
+_REL_GRAD_BLOCKS_PER_PROGRAM = 16
 
 
 # --------------------------------------------------------------------------------------------
@@ -1081,6 +1183,9 @@ def _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_ma
         *_bsh_strides(dk), *_bsh_strides(dv), *strides, *scalars(rel_scalars),
         **meta, **_BWD_KV_INTERPRETER_BLOCKS,
     )
+    if relative_bias is not None:
+        _launch_rel_bias_grad(q, k, v, dout, lse, delta, drel, pointers, strides, rel_scalars,
+                              softmax_scale, dropout_p, seed, meta)
     pointers, strides, rel_scalars = _optional_args(q, k, alibi_slopes, relative_bias,
                                                     key_mask, segment_ids)
     q_grid = lambda m: (triton.cdiv(seqlen_q, m["BLOCK_M"]), batch * num_heads)  # noqa: E731
@@ -1091,6 +1196,36 @@ def _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_ma
         **meta, **_INTERPRETER_BLOCKS,
     )
     return dq, dk, dv, drel
+
+
+def _launch_rel_bias_grad(q, k, v, dout, lse, delta, drel, pointers, strides, rel_scalars,
+                          softmax_scale, dropout_p, seed, meta):
+    """Add the window zone's part of the relative bias's gradient to drel, after the dk/dv
+    kernel (whose tiles it walks) added the far tiles' part. pointers, strides, rel_scalars:
+    the dk/dv kernel's (key-major band)."""
+    batch, seqlen_q, num_heads, _ = q.shape
+    seqlen_k, num_kv_heads = k.shape[1], k.shape[2]
+    rel_window = rel_scalars[0]
+    block_m, block_n = _last_kv_tile()
+    # Walks whose query block starts within [-shift - W - 2 BLOCK_M, -shift + W + BLOCK_N +
+    # BLOCK_M] of the key block: a bound on every window zone (_kv_near); the programs of
+    # walks that meet no zone find no key blocks and stop.
+    shift = seqlen_k - seqlen_q
+    first_walk = (-shift - rel_window - 2 * block_m) // block_m
+    last_walk = (-shift + rel_window + block_n + block_m) // block_m
+    chunks = triton.cdiv(triton.cdiv(seqlen_k, block_n), _REL_GRAD_BLOCKS_PER_PROGRAM)
+    kernel_meta = {key: value for key, value in meta.items() if key != "HAS_REL_BIAS"}
+    # Its own buffer: the autotuner zeroes it between trials, which must not drop drel's far part.
+    window_part = torch.zeros_like(drel)
+    _rel_grad_launch[(last_walk - first_walk + 1, chunks, batch * num_heads)](
+        q, k, v, dout, lse, delta, window_part, *pointers,
+        *_bsh_strides(q), *_bsh_strides(k), *_bsh_strides(v), *_bsh_strides(dout), *strides,
+        num_heads, num_heads // num_kv_heads, seqlen_q, seqlen_k,
+        _seqlen_bucket(seqlen_q, seqlen_k), *rel_scalars, softmax_scale * LOG2E, dropout_p,
+        seed, first_walk, _REL_GRAD_BLOCKS_PER_PROGRAM,
+        **kernel_meta, BLOCK_M=block_m, BLOCK_N=block_n,
+    )
+    drel += window_part
 
 
 # --------------------------------------------------------------------------------------------

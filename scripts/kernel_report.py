@@ -27,7 +27,8 @@ def parse_args():
                         help="the kernel module (an edited copy of kernels/flash_attention.py)")
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--features", default="", help=f"comma-separated, of {', '.join(FEATURES)}")
-    parser.add_argument("--kernels", default="fwd,kv,dq", help="fwd, kv (dk/dv), dq")
+    parser.add_argument("--kernels", default="fwd,kv,dq",
+                        help="fwd, kv (dk/dv), dq, relgrad (the relative bias's gradient)")
     parser.add_argument("--first-only", action="store_true", help="only the first tile of each table")
     return parser.parse_args()
 
@@ -43,18 +44,25 @@ def main():
     fa = load_kernel_copy(args.kernel_file, "megatron_lite_report")
     block_d = fa._head_block(args.head_dim)
     kernels = {"fwd": (fa._fwd_kernel, fa._ROW_MAJOR_TILES, {"EVEN_M": True}),
-               "kv": (fa._bwd_kv_kernel, fa._KEY_MAJOR_TILES, {"REL_SLOTS": 8}),
-               "dq": (fa._bwd_q_kernel, fa._DQ_TILES, {})}
+               "kv": (fa._bwd_kv_kernel, fa._KEY_MAJOR_TILES, {}),
+               "dq": (fa._bwd_q_kernel, fa._DQ_TILES, {}),
+               "relgrad": (getattr(fa, "_rel_bias_grad_kernel", None), fa._KEY_MAJOR_TILES, {})}
+    if "relgrad" in args.kernels and "HAS_REL_BIAS" not in features:
+        sys.exit("--kernels relgrad (the relative bias's gradient) needs --features HAS_REL_BIAS")
     print(f"{Path(args.kernel_file).name}, D = {args.head_dim}, features: {', '.join(features) or 'none'}")
     print("| kernel | BLOCK_M x BLOCK_N, warps, stages | shared KiB | registers | spill bytes | "
           "layout conversions | 16-byte copies | 4-byte copies | global loads |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.kernels.split(","):
         kernel, tiles, extra = kernels[name]
+        if kernel is None:
+            sys.exit(f"{args.kernel_file} has no kernel for --kernels {name}")
         candidates = tiles[min(c for c in tiles if c >= block_d)]
         for block_m, block_n, warps, stages in candidates[:1] if args.first_only else candidates:
             constexprs = {**{f: f in features for f in FEATURES}, **extra, "HEAD_DIM": args.head_dim,
                           "BLOCK_D": block_d, "DOT_PRECISION": "tf32", "BLOCK_M": block_m, "BLOCK_N": block_n}
+            if name == "relgrad":
+                del constexprs["HAS_REL_BIAS"]  # implied by the kernel
             try:
                 report = resource_report(compile_for_sm90(kernel, constexprs, num_warps=warps,
                                                           num_stages=stages, aligned=True))

@@ -26,12 +26,18 @@ def main() -> int:
     failures = []
     for features in FEATURE_SETS:
         flags = {name: name in features for name in FEATURES}
-        # The dk/dv kernel's tiles are wider in keys, as in its tuning table (the relative
-        # bias gradient rotates such a tile).
-        for kernel, extra in ((fa._fwd_kernel, {"EVEN_M": False}),
-                              (fa._bwd_kv_kernel, {"BLOCK_N": 128, "REL_SLOTS": 8}), (fa._bwd_q_kernel, {})):
+        # The dk/dv kernel's tiles are wider in keys, as in its tuning table; the relative
+        # bias's gradient kernel walks the same tiles (and rotates one).
+        kernels = [(fa._fwd_kernel, {"EVEN_M": False}), (fa._bwd_kv_kernel, {"BLOCK_N": 128}),
+                   (fa._bwd_q_kernel, {})]
+        if flags["HAS_REL_BIAS"]:
+            kernels.append((fa._rel_bias_grad_kernel, {"BLOCK_N": 128}))
+        for kernel, extra in kernels:
+            constexprs = {**tiles, **flags, **extra}
+            if kernel is fa._rel_bias_grad_kernel:
+                del constexprs["HAS_REL_BIAS"]  # implied
             try:
-                compile_for_sm90(kernel, {**tiles, **flags, **extra})
+                compile_for_sm90(kernel, constexprs)
             except Exception as error:  # report every failing variant, not just the first
                 failures.append(f"{jit_function(kernel).__name__} {features}: {error}")
     for kernel, constexprs in ((fa._bwd_delta_kernel, dict(HAS_DLSE=True, HEAD_DIM=96, BLOCK_D=128,

@@ -1198,6 +1198,23 @@ def _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_ma
     return dq, dk, dv, drel
 
 
+def _walk_range(seqlen_q: int, seqlen_k: int, rel_window: int, causal: bool, block_m: int,
+                block_n: int) -> tuple[int, int]:
+    """[first, end) of the walks of _rel_bias_grad_kernel: the window zone of _window_zone
+    relative to its key block's start, in query blocks, before the clamping at the sequence
+    ends (which only shrinks a zone or empties it). Python's // rounds down, as the kernel's
+    block arithmetic does where it matters."""
+    shift = seqlen_k - seqlen_q
+    # _window_blocks: past the last block wholly beyond the window, up to the first one beyond
+    # the other side
+    lo = (-shift - rel_window - block_m + 1) // block_m + 1
+    hi = -((shift - block_n + 1 - rel_window) // block_m)
+    if causal:  # from the first row that sees the key block, and its diagonal blocks
+        lo = -shift // block_m
+        hi = max(hi, -((shift - block_n + 1) // block_m))
+    return lo, hi
+
+
 def _launch_rel_bias_grad(q, k, v, dout, lse, delta, drel, pointers, strides, rel_scalars,
                           softmax_scale, dropout_p, seed, meta):
     """Add the window zone's part of the relative bias's gradient to drel, after the dk/dv
@@ -1207,17 +1224,13 @@ def _launch_rel_bias_grad(q, k, v, dout, lse, delta, drel, pointers, strides, re
     seqlen_k, num_kv_heads = k.shape[1], k.shape[2]
     rel_window = rel_scalars[0]
     block_m, block_n = _last_kv_tile()
-    # Walks whose query block starts within [-shift - W - 2 BLOCK_M, -shift + W + BLOCK_N +
-    # BLOCK_M] of the key block: a bound on every window zone (_kv_near); the programs of
-    # walks that meet no zone find no key blocks and stop.
-    shift = seqlen_k - seqlen_q
-    first_walk = (-shift - rel_window - 2 * block_m) // block_m
-    last_walk = (-shift + rel_window + block_n + block_m) // block_m
+    first_walk, end_walk = _walk_range(seqlen_q, seqlen_k, rel_window, meta["CAUSAL"],
+                                       block_m, block_n)
     chunks = triton.cdiv(triton.cdiv(seqlen_k, block_n), _REL_GRAD_BLOCKS_PER_PROGRAM)
     kernel_meta = {key: value for key, value in meta.items() if key != "HAS_REL_BIAS"}
     # Its own buffer: the autotuner zeroes it between trials, which must not drop drel's far part.
     window_part = torch.zeros_like(drel)
-    _rel_grad_launch[(last_walk - first_walk + 1, chunks, batch * num_heads)](
+    _rel_grad_launch[(end_walk - first_walk, chunks, batch * num_heads)](
         q, k, v, dout, lse, delta, window_part, *pointers,
         *_bsh_strides(q), *_bsh_strides(k), *_bsh_strides(v), *_bsh_strides(dout), *strides,
         num_heads, num_heads // num_kv_heads, seqlen_q, seqlen_k,

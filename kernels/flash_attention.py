@@ -691,6 +691,19 @@ def _bwd_kv_kernel(
 
 
 @triton.jit
+def _window_zone(start_n, seqlen_q, seqlen_k, rel_window, CAUSAL: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The query rows [zone_lo, zone_hi) of the dk/dv kernel's window zone (its first zone,
+    which reads the band) for the key block at start_n: whole query blocks."""
+    first_row, band_end, _, last_rows = _key_block_rows(start_n, seqlen_q, seqlen_k, CAUSAL,
+                                                        BLOCK_M, BLOCK_N)
+    near = _kv_near(start_n, seqlen_q, seqlen_k, rel_window, (first_row, band_end), CAUSAL,
+                    BLOCK_M, BLOCK_N)
+    zone_lo, zone_hi, _, _ = _zone_bounds(first_row, last_rows, near, 0, True)
+    return zone_lo, zone_hi
+
+
+@triton.jit
 def _walk_key_blocks(walk, first_block, last_block, seqlen_q, seqlen_k, rel_window,
                      CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """The key blocks [n_lo, n_hi) of [first_block, last_block) whose window zone in the dk/dv
@@ -700,11 +713,8 @@ def _walk_key_blocks(walk, first_block, last_block, seqlen_q, seqlen_k, rel_wind
     n_hi = first_block
     for n in range(first_block, last_block):
         start_n = n * BLOCK_N
-        first_row, band_end, _, last_rows = _key_block_rows(start_n, seqlen_q, seqlen_k, CAUSAL,
-                                                            BLOCK_M, BLOCK_N)
-        near = _kv_near(start_n, seqlen_q, seqlen_k, rel_window, (first_row, band_end), CAUSAL,
-                        BLOCK_M, BLOCK_N)
-        zone_lo, zone_hi, _, _ = _zone_bounds(first_row, last_rows, near, 0, True)
+        zone_lo, zone_hi = _window_zone(start_n, seqlen_q, seqlen_k, rel_window, CAUSAL,
+                                        BLOCK_M, BLOCK_N)
         start_m = start_n + walk * BLOCK_M
         inside = (zone_lo <= start_m) & (start_m < zone_hi)
         n_lo = tl.where(inside, tl.minimum(n_lo, n), n_lo)
@@ -1200,7 +1210,7 @@ def _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_ma
 
 def _walk_range(seqlen_q: int, seqlen_k: int, rel_window: int, causal: bool, block_m: int,
                 block_n: int) -> tuple[int, int]:
-    """[first, end) of the walks of _rel_bias_grad_kernel: the window zone of _window_zone
+    """[first, end) of the walks of _rel_bias_grad_kernel: the window zone (_window_zone)
     relative to its key block's start, in query blocks, before the clamping at the sequence
     ends (which only shrinks a zone or empties it). Python's // rounds down, as the kernel's
     block arithmetic does where it matters."""

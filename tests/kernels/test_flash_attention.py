@@ -3,10 +3,13 @@ a GPU): output, lse and every gradient, over masks, biases, shapes, dtypes and l
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -145,6 +148,39 @@ def test_relative_position_bias(poisoned_outputs, seqlen_q, seqlen_k, window, ca
     report = check_flash_attention(q, k, v, causal=causal,
                                    relative_bias=t5_style_relative_bias(4, window))
     assert "d_relative_bias" in report
+
+
+@triton.jit
+def _window_zones_kernel(Out, seqlen_q, seqlen_k, rel_window, CAUSAL: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The dk/dv kernel's window zone [lo, hi) of each key block, by the kernel's own code."""
+    n = tl.program_id(0)
+    zone_lo, zone_hi = fa._window_zone(n * BLOCK_N, seqlen_q, seqlen_k, rel_window, CAUSAL,
+                                       BLOCK_M, BLOCK_N)
+    tl.store(Out + 2 * n, zone_lo)
+    tl.store(Out + 2 * n + 1, zone_hi)
+
+
+@pytest.mark.parametrize("block_m,block_n", [(16, 32), (64, 64), (64, 128), (32, 128)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_gradient_walks_cover_every_window_tile(block_m, block_n, causal):
+    # The gradient kernel launches only the walks of _walk_range: every window tile of the
+    # dk/dv kernel must lie on one of them (a missing walk drops gradient silently), and for
+    # long equal lengths no walk may be idle.
+    for (seqlen_q, seqlen_k), window in itertools.product(
+            [(1, 35), (61, 77), (77, 61), (200, 200), (517, 640), (1024, 1024)], [0, 3, 18, 128]):
+        blocks = triton.cdiv(seqlen_k, block_n)
+        zones = torch.zeros(2 * blocks, dtype=torch.int32, device=DEVICE)
+        _window_zones_kernel[(blocks,)](zones, seqlen_q, seqlen_k, window, causal, block_m,
+                                        block_n)
+        walks = {(start_m - n * block_n) // block_m
+                 for n, (lo, hi) in enumerate(zones.view(-1, 2).tolist())
+                 for start_m in range(lo, hi, block_m)}
+        first, end = fa._walk_range(seqlen_q, seqlen_k, window, causal, block_m, block_n)
+        case = (seqlen_q, seqlen_k, window)
+        assert first <= min(walks) and max(walks) < end, case
+        if seqlen_q == seqlen_k == 1024:
+            assert (first, end) == (min(walks), max(walks) + 1), case
 
 
 def test_relative_bias_with_padding_dropout_and_fp16(poisoned_outputs):

@@ -745,7 +745,8 @@ def _rel_bias_grad_kernel(
     a - b - w * BLOCK_M - (Sk - Sq) at tile element [a, b]) and the same bias tile, so the
     walk's ds tiles add up in registers and are reduced along their diagonals once, at the
     end: no per-tile gather or atomics in any loop. The price is the scores and dp of these
-    tiles computed a second time (two matrix products per window tile)."""
+    tiles computed a second time (two matrix products per window tile). seqlen_bucket only
+    serves the autotuner's key."""
     tl.static_assert(BLOCK_M <= BLOCK_N, "the diagonal sums need BLOCK_M <= BLOCK_N")
     walk = tl.program_id(0) + first_walk
     first_block = tl.program_id(1) * blocks_per_program
@@ -786,6 +787,7 @@ def _rel_bias_grad_kernel(
         q, do, lse, delta = _query_tiles(q_base, do_base, stride_qm, stride_dom, lse_row,
                                          delta_row, rows, offs_d, seqlen_q, HEAD_DIM, BLOCK_D)
         s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale + bias_t
+        # the relative bias is in already (HAS_REL_BIAS False below); every mask applies
         s_t = _bias_and_mask(s_t, rows[None, :], cols, bias_t, 0.0, seqlen_q, seqlen_k,
                              alibi_slope, key_mask_row, seg_row, CAUSAL, HAS_ALIBI, False, False,
                              HAS_KEY_MASK, HAS_SEGMENTS, True)

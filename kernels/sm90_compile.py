@@ -38,6 +38,9 @@ def compile_for_sm90(kernel, constexprs: dict, *, dtype: str = "bf16", num_warps
     strides and the relative-bias band's geometry divisible by 16, as the JIT specializes them
     for real tensors (vector loads). RelBias is the band, fp16 for 16-bit inputs."""
     fn = jit_function(kernel)
+    # a feature flag the kernel does not take (the relative-bias gradient kernel has no
+    # HAS_REL_BIAS: it implies it) is left out; any other unknown name still fails below
+    constexprs = {k: v for k, v in constexprs.items() if k in fn.arg_names or k not in FEATURES}
     signature, attrs = {}, {}
     for index, name in enumerate(fn.arg_names):
         if name in constexprs:

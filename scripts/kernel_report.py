@@ -61,8 +61,6 @@ def main():
         for block_m, block_n, warps, stages in candidates[:1] if args.first_only else candidates:
             constexprs = {**{f: f in features for f in FEATURES}, **extra, "HEAD_DIM": args.head_dim,
                           "BLOCK_D": block_d, "DOT_PRECISION": "tf32", "BLOCK_M": block_m, "BLOCK_N": block_n}
-            if name == "relgrad":
-                del constexprs["HAS_REL_BIAS"]  # implied by the kernel
             try:
                 report = resource_report(compile_for_sm90(kernel, constexprs, num_warps=warps,
                                                           num_stages=stages, aligned=True))

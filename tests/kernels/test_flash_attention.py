@@ -141,7 +141,8 @@ def t5_style_relative_bias(heads: int, window: int, seed: int = 0) -> torch.Tens
 @pytest.mark.parametrize("window", [0, 3, 18, 500])
 @pytest.mark.parametrize("seqlen_q,seqlen_k", [(77, 77), (30, 101), (61, 35)])
 def test_relative_position_bias(poisoned_outputs, seqlen_q, seqlen_k, window, causal):
-    # window 3: most tiles lie beyond it (register sums); 500: every tile is inside (atomics);
+    # window 3: most tiles lie beyond it (the dk/dv kernel's far sums); 500: every tile is
+    # inside (the gradient kernel's walks);
     # 18: some tiles start exactly one step inside the window (with the interpreter's tiles);
     # 0: the causal diagonal's tiles hold distances beyond the window
     q, k, v = qkv(2, seqlen_q, seqlen_k, 4, 2, 32)

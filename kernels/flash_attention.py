@@ -27,10 +27,11 @@ Supported:
 - A learned relative position bias by distance (T5's buckets, gathered per distance by the
   caller into [Hq, 2W + 1]): relative_bias[h, clamp(j - i', -W, W) + W], added in the kernel
   (tiles beyond the window add its end value, tiles across it read a per-call Toeplitz band of
-  it, fp16 for 16-bit inputs). Its gradient: the dk/dv kernel sums the far tiles' ds (one end
-  entry each); a fourth kernel walks the dk/dv kernel's tiles across the window along their
-  diagonals of tiles, where every tile has the same distances, so a walk's ds tiles add up in
-  registers and are reduced by distance once (recomputing two of the tiles' matrix products).
+  it, fp16 for 16-bit inputs). Its gradient: a fourth kernel walks the tiles across the window
+  along their diagonals of tiles, where every tile has the same distances, so a walk's ds tiles
+  add up in registers and are reduced by distance once (recomputing two of the tiles' matrix
+  products); the dk/dv kernel sums the far tiles' ds right of the window (entry +W; without a
+  causal mask); entry -W is minus the sum of all others, since every row of ds sums to zero.
 - The gradient of the returned lse, folded into delta (ds = p * (dp - delta + dlse)).
 
 Limits: on a CPU the kernels run only under TRITON_INTERPRET=1 (the Triton interpreter, slow;
@@ -39,7 +40,6 @@ bf16 matrix products are wrong there, a known interpreter bug). ALiBi slopes get
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from typing import Optional
@@ -81,12 +81,6 @@ def _dropout_keep(seed, rows, cols, batch_head, dropout_p):
     r = r.to(tl.int32, bitcast=True)
     uniform = tl.where(r < 0, -r - 1, r).to(tl.float32) * 4.6566127342e-10  # [0, 1)
     return uniform >= dropout_p
-
-
-@triton.jit
-def _clamp(distance, rel_window):
-    """distance clamped to [-W, W], the relative bias's window."""
-    return tl.minimum(tl.maximum(distance, -rel_window), rel_window)
 
 
 # The relative bias in the kernels. Every element of a tile wholly beyond the window on one side
@@ -516,7 +510,7 @@ def _probs_and_ds(s_t, v, do, lse, delta, rows, cols, seed, batch_head, dropout_
 @triton.jit
 def _bwd_kv_inner(
     dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
-    far_right, far_left, start_n, lo, hi, edges, offs_m, offs_n, offs_d,
+    far_right, start_n, lo, hi, edges, offs_m, offs_n, offs_d,
     seqlen_q, seqlen_k, qk_scale, alibi_slope, band_row, band_cols, band_start, rel_window,
     rel_ends, key_mask_row, seg_row, seed, batch_head, dropout_p,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
@@ -530,9 +524,10 @@ def _bwd_kv_inner(
 
     With a relative bias, in zones as in _fwd_inner; with a causal mask the diagonal's blocks
     [edges[0], edges[1]) join the window zone. Walking down the queries, the far blocks before
-    the window see the keys on its right: rel_ends = log2(e) * (bias[+W], bias[-W]). The far
-    blocks' part of the bias gradient collects per key in far_right and far_left; the window
-    zone's part comes from _rel_bias_grad_kernel."""
+    the window see the keys on its right: rel_ends = log2(e) * (bias[+W], bias[-W]). Without
+    a causal mask, those blocks' part of the gradient of bias[+W] collects per key in
+    far_right; the window zone's part comes from _rel_bias_grad_kernel, and bias[-W]'s from
+    the rows of ds summing to zero (see _flush_far_rel_bias_grad)."""
     cols = (start_n + offs_n)[:, None]  # (BLOCK_N, 1)
     near = _kv_near(start_n, seqlen_q, seqlen_k, rel_window, edges,
                     CAUSAL and MASK_EDGES and REL_ZONES, BLOCK_M, BLOCK_N)
@@ -540,8 +535,11 @@ def _bwd_kv_inner(
     band_offsets = offs_n[:, None] * tl.multiple_of(band_cols, 16) + offs_m[None, :]
     for zone in tl.static_range(2 if REL_ZONES else 1):
         loop_lo, loop_hi, hole, hole_width = _zone_bounds(lo, hi, near, zone, REL_ZONES)
-        # Two stages with a relative bias: measured faster than three (fewer spills).
-        for index in tl.range(loop_lo, loop_hi, BLOCK_M, num_stages=2 if HAS_REL_BIAS else None):
+        # Two stages with a relative bias, except for the causal far zone (no gradient sums
+        # there): measured fastest (docs/benchmarks.md).
+        for index in tl.range(loop_lo, loop_hi, BLOCK_M,
+                              num_stages=2 if HAS_REL_BIAS and (zone == 0 or not CAUSAL)
+                              else None):
             start_m = _block_start(index, hole, hole_width, REL_ZONES)
             right_of_window = start_m < hole  # for the far zone
             rows = start_m + offs_m  # (BLOCK_M,)
@@ -559,25 +557,28 @@ def _bwd_kv_inner(
             p_t, ds_t = _probs_and_ds(s_t, v, do, lse, delta, rows, cols, seed, batch_head,
                                       dropout_p, HAS_DROPOUT, DOT_PRECISION)
             dv += tl.dot(p_t.to(do.dtype), do, input_precision=DOT_PRECISION)
-            if HAS_REL_BIAS and REL_ZONES and zone == 1:
+            if HAS_REL_BIAS and REL_ZONES and zone == 1 and not CAUSAL:
                 # wholly beyond the window: every element's gradient goes to one end entry
-                tile_sums = tl.sum(ds_t, axis=1)
-                far_right += tl.where(right_of_window, tile_sums, 0.0)
-                far_left += tl.where(right_of_window, 0.0, tile_sums)
+                far_right += tl.where(right_of_window, tl.sum(ds_t, axis=1), 0.0)
             dk += tl.dot(ds_t.to(q.dtype), q, input_precision=DOT_PRECISION)
-    return dk, dv, far_right, far_left
+    return dk, dv, far_right
 
 
 @triton.jit
-def _flush_far_rel_bias_grad(drel_row, far_right, far_left, cols, seqlen_k, rel_window):
-    """Add a key block's far-tile sums (per key, see _bwd_kv_inner) to the end entries
-    drel[-W] and drel[+W]. Keys past the end are left out: with a relative bias the far tiles
-    of a last, partial key block are not masked (only their dk, dv rows, never stored, and
-    these sums see those keys)."""
-    real = cols < seqlen_k
-    tl.atomic_add(drel_row, tl.sum(tl.where(real, far_left, 0.0), axis=0), sem="relaxed")
-    tl.atomic_add(drel_row + 2 * rel_window, tl.sum(tl.where(real, far_right, 0.0), axis=0),
-                  sem="relaxed")
+def _flush_far_rel_bias_grad(drel_row, far_right, cols, seqlen_k, rel_window):
+    """Add a key block's far-tile sums for bias[+W] (per key, see _bwd_kv_inner) to drel[+W],
+    and subtract them from drel[-W].
+
+    Every row of ds sums to zero (sum_j p_ij (dp_ij - delta_i) = delta_i - delta_i; the lse
+    gradient's share is added by the launcher), so drel[-W], the sum over all elements at
+    distance -W or beyond, is minus the sum over all the others: every kernel that adds to the
+    other entries subtracts as much from drel[-W], and no kernel sums the elements beyond the
+    window's left end (with a causal mask, all far tiles). Keys past the end are left out: with
+    a relative bias the far tiles of a last, partial key block are not masked (only their dk,
+    dv rows, never stored, and these sums see those keys)."""
+    total = tl.sum(tl.where(cols < seqlen_k, far_right, 0.0), axis=0)
+    tl.atomic_add(drel_row + 2 * rel_window, total, sem="relaxed")
+    tl.atomic_add(drel_row, -total, sem="relaxed")
 
 
 @triton.jit
@@ -617,7 +618,7 @@ def _bwd_kv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """One program per (key block, batch, kv head): dk and dv summed over the head's group, and
-    the far tiles' part of the relative bias's gradient."""
+    without a causal mask the far tiles' part of the relative bias's gradient."""
     start_n = tl.program_id(0) * BLOCK_N
     batch_kv_head = tl.program_id(1)
     num_kv_heads = num_heads // kv_group
@@ -659,28 +660,27 @@ def _bwd_kv_kernel(
         band_row = RelBias + h * stride_relbias_h
         rel_ends = _rel_bias_ends(band_row, band_cols, HAS_REL_BIAS)  # (bias[+W], bias[-W])
         far_right = tl.zeros([BLOCK_N], dtype=tl.float32)  # d bias[+W] from far tiles, per key
-        far_left = tl.zeros([BLOCK_N], dtype=tl.float32)  # d bias[-W]
-        dk, dv, far_right, far_left = _bwd_kv_inner(
+        dk, dv, far_right = _bwd_kv_inner(
             dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
-            far_right, far_left, start_n, first_row, split, edges, offs_m, offs_n, offs_d,
+            far_right, start_n, first_row, split, edges, offs_m, offs_n, offs_d,
             seqlen_q, seqlen_k, qk_scale, alibi_slope, band_row, band_cols, band_start,
             rel_window, rel_ends, key_mask_row, seg_row, seed, batch_head, dropout_p,
             CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT,
             CAUSAL or not merge_edges, merge_edges,
             HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
         )
-        dk, dv, far_right, far_left = _bwd_kv_inner(
+        dk, dv, far_right = _bwd_kv_inner(
             dk, dv, k, v, q_base, do_base, stride_qm, stride_dom, lse_row, delta_row,
-            far_right, far_left, start_n, split, last_rows, (split, split), offs_m, offs_n,
+            far_right, start_n, split, last_rows, (split, split), offs_m, offs_n,
             offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope, band_row, band_cols, band_start,
             rel_window, rel_ends, key_mask_row, seg_row, seed, batch_head, dropout_p,
             CAUSAL, HAS_ALIBI, HAS_REL_BIAS, HAS_KEY_MASK, HAS_SEGMENTS, HAS_DROPOUT, False,
             HAS_REL_BIAS,
             HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, DOT_PRECISION,
         )
-        if HAS_REL_BIAS:
-            _flush_far_rel_bias_grad(DRelBias + h * (2 * rel_window + 1), far_right, far_left,
-                                     cols, seqlen_k, rel_window)
+        if HAS_REL_BIAS and not CAUSAL:
+            _flush_far_rel_bias_grad(DRelBias + h * (2 * rel_window + 1), far_right, cols,
+                                     seqlen_k, rel_window)
 
     # s was scaled by softmax_scale * log2(e) for exp2; dk needs softmax_scale only.
     dk = dk * (qk_scale * 0.6931471805599453)
@@ -694,7 +694,8 @@ def _bwd_kv_kernel(
 def _window_zone(start_n, seqlen_q, seqlen_k, rel_window, CAUSAL: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """The query rows [zone_lo, zone_hi) of the dk/dv kernel's window zone (its first zone,
-    which reads the band) for the key block at start_n: whole query blocks."""
+    which reads the band) for the key block at start_n, with BLOCK_M x BLOCK_N tiles: whole
+    query blocks."""
     first_row, band_end, _, last_rows = _key_block_rows(start_n, seqlen_q, seqlen_k, CAUSAL,
                                                         BLOCK_M, BLOCK_N)
     near = _kv_near(start_n, seqlen_q, seqlen_k, rel_window, (first_row, band_end), CAUSAL,
@@ -706,9 +707,10 @@ def _window_zone(start_n, seqlen_q, seqlen_k, rel_window, CAUSAL: tl.constexpr,
 @triton.jit
 def _walk_key_blocks(walk, first_block, last_block, seqlen_q, seqlen_k, rel_window,
                      CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """The key blocks [n_lo, n_hi) of [first_block, last_block) whose window zone in the dk/dv
-    kernel holds the query block at start_n + walk * BLOCK_M. A zone's bounds less start_n only
-    shrink as n grows (clamping at the ends), so the blocks that qualify are contiguous."""
+    """The key blocks [n_lo, n_hi) of [first_block, last_block) whose window zone (as the dk/dv
+    kernel with these tiles has it) holds the query block at start_n + walk * BLOCK_M. A zone's
+    bounds less start_n only shrink as n grows (clamping at the ends), so the blocks that
+    qualify are contiguous."""
     n_lo = last_block
     n_hi = first_block
     for n in range(first_block, last_block):
@@ -737,7 +739,12 @@ def _rel_bias_grad_kernel(
     BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """The relative bias's gradient from the dk/dv kernel's window-zone tiles (same tiles).
+    """The relative bias's gradient from the window-zone tiles (_window_zone) of a tiling.
+
+    Without a causal mask the tiling is the dk/dv kernel's, whose far tiles gave bias[+W]
+    their part; with one, no far tile takes part (entry -W gets minus the sum of the others,
+    see _flush_far_rel_bias_grad), so any tiling covers what is left: the launcher picks one
+    for this kernel alone.
 
     One program per (walk, run of key blocks, batch * head): walk w takes from each key block
     the query block that starts w * BLOCK_M after it, where that block lies in the key block's
@@ -799,12 +806,19 @@ def _rel_bias_grad_kernel(
     unwrapped, wrapped = _diagonal_sums(ds_sum, BLOCK_N, BLOCK_M)
     diagonal = (BLOCK_M * tl.arange(0, BLOCK_N // BLOCK_M)[:, None] - tl.arange(0, BLOCK_M)[None, :]
                 - walk * BLOCK_M - (seqlen_k - seqlen_q))
+    # Distances -W and beyond are left out, and their sum subtracted from drel[-W] (see
+    # _flush_far_rel_bias_grad): that entry is minus the sum of all the others.
     drel_row = DRelBias + h * (2 * rel_window + 1) + rel_window
     any_tile = diagonal * 0 + n_lo < n_hi
-    tl.atomic_add(drel_row + _clamp(diagonal, rel_window), unwrapped, mask=any_tile,
+    unwrapped_in = any_tile & (diagonal > -rel_window)
+    wrapped_in = any_tile & (diagonal + BLOCK_M > -rel_window)
+    tl.atomic_add(drel_row + tl.minimum(diagonal, rel_window), unwrapped, mask=unwrapped_in,
                   sem="relaxed")
-    tl.atomic_add(drel_row + _clamp(diagonal + BLOCK_M, rel_window), wrapped, mask=any_tile,
+    tl.atomic_add(drel_row + tl.minimum(diagonal + BLOCK_M, rel_window), wrapped, mask=wrapped_in,
                   sem="relaxed")
+    total = (tl.sum(tl.sum(tl.where(unwrapped_in, unwrapped, 0.0), axis=1), axis=0)
+             + tl.sum(tl.sum(tl.where(wrapped_in, wrapped, 0.0), axis=1), axis=0))
+    tl.atomic_add(drel_row - rel_window, -total, sem="relaxed")
 
 
 @triton.jit
@@ -828,8 +842,9 @@ def _bwd_q_inner(
     band_offsets = offs_m[:, None] * tl.multiple_of(band_cols, 16) + offs_n[None, :]
     for zone in tl.static_range(2 if REL_ZONES else 1):
         loop_lo, loop_hi, hole, hole_width = _zone_bounds(lo, hi, near, zone, REL_ZONES)
-        # Two stages with a relative bias, as in the dk/dv kernel.
-        for index in tl.range(loop_lo, loop_hi, BLOCK_N, num_stages=2 if HAS_REL_BIAS else None):
+        # The window zone at two stages with a relative bias, the far zone at the tiles' own.
+        for index in tl.range(loop_lo, loop_hi, BLOCK_N,
+                              num_stages=2 if HAS_REL_BIAS and zone == 0 else None):
             start_n = _block_start(index, hole, hole_width, REL_ZONES)
             cols = start_n + offs_n
             kv_mask = (cols[:, None] < seqlen_k) & (offs_d[None, :] < HEAD_DIM)
@@ -978,16 +993,17 @@ def _tile(config) -> tuple:
 def _pruner(tiles: dict, rel_bias_needs_wide_keys: bool):
     """early_config_prune: the tiles of this head dim's class, or the short tile alone for the
     short length class (a 128-row tile would be mostly padding). rel_bias_needs_wide_keys: with
-    a relative bias, keep only tiles with BLOCK_M <= BLOCK_N (_rel_bias_grad_kernel walks the
-    dk/dv kernel's tiles, and its _diagonal_sums needs them), and of those the ones with 64
-    queries or more where there are any: narrower ones multiply that kernel's walks (measured
-    slower overall even where they suit the dk/dv kernel alone; docs/benchmarks.md)."""
+    a relative bias and no causal mask, keep only tiles with BLOCK_M <= BLOCK_N
+    (_rel_bias_grad_kernel then walks the dk/dv kernel's tiles, and its _diagonal_sums needs
+    them), and of those the ones with 64 queries or more where there are any: narrower ones
+    multiply that kernel's walks (measured slower overall even where they suit the dk/dv
+    kernel alone; docs/benchmarks.md)."""
     def prune(configs, named_args, **kwargs):
         if named_args["seqlen_bucket"] == 0:
             wanted = [_SHORT_TILE]
         else:
             wanted = tiles[min(c for c in tiles if c >= kwargs["BLOCK_D"])]
-        if rel_bias_needs_wide_keys and kwargs["HAS_REL_BIAS"]:
+        if rel_bias_needs_wide_keys and kwargs["HAS_REL_BIAS"] and not kwargs["CAUSAL"]:
             wanted = [(bm, bn, w, s) for bm, bn, w, s in wanted if bm <= bn]
             wanted = [tile for tile in wanted if tile[0] >= 64] or wanted
         return [config for config in configs if _tile(config) in wanted]
@@ -1039,10 +1055,24 @@ else:
     _INTERPRETER_BLOCKS = {}
 _BWD_KV_INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 32} if INTERPRETER else {}
 
+# The relative-bias gradient kernel's own tiles (causal only, see _rel_grad_tile) per head-dim
+# class: 64 x 64 walks the fewest elements (three walks of 64 queries per 64 keys with W = 128,
+# against four per 128 keys with 64 x 128); D = 256 needs a smaller tile to fit shared memory.
+_CAUSAL_REL_GRAD_TILES = {64: (64, 64), 128: (64, 64), 256: (32, 64)}
+_CAUSAL_REL_GRAD_INTERPRETER_TILE = (32, 32)  # unlike the dk/dv kernel's, as on the GPU
 
-def _last_kv_tile() -> tuple[int, int]:
-    """(BLOCK_M, BLOCK_N) the dk/dv kernel last ran with: the relative-bias gradient kernel
-    must walk the same tiles (its window zone is defined by them)."""
+
+def _rel_grad_tile(causal: bool, head_dim: int, seqlen_q: int, seqlen_k: int) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_N) of the relative-bias gradient kernel. Without a causal mask, the
+    tile the dk/dv kernel last ran with: the window zone it covers is the complement of that
+    kernel's far tiles. With one, a tile of its own (no far tile takes part)."""
+    if causal:
+        if INTERPRETER:
+            return _CAUSAL_REL_GRAD_INTERPRETER_TILE
+        if _seqlen_bucket(seqlen_q, seqlen_k) == 0:
+            return _SHORT_TILE[:2]
+        return _CAUSAL_REL_GRAD_TILES[min(c for c in _CAUSAL_REL_GRAD_TILES
+                                          if c >= _head_block(head_dim))]
     if INTERPRETER:
         blocks = _BWD_KV_INTERPRETER_BLOCKS
     else:
@@ -1074,6 +1104,25 @@ def _bsh_strides(x: torch.Tensor) -> tuple[int, int, int]:
     return x.stride(0), x.stride(1), x.stride(2)
 
 
+_BAND_ROWS = 128  # the most queries (keys, keys_major) of a tile the band serves
+
+
+@triton.jit
+def _band_kernel(Bias, Band, stride_bias_h, stride_band_h, rel_window, lead, band_cols,
+                 MIRRORED: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """BLOCK_R rows of one head's band (see _relative_bias_band): band[h, r, c] = log2(e) *
+    bias[h, clamp(c - r - lead, -W, W) + W], the entries mirrored (2W - entry) if MIRRORED."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]  # (BLOCK_R, 1)
+    h = tl.program_id(1)
+    for first_col in range(0, band_cols, BLOCK_C):
+        cols = first_col + tl.arange(0, BLOCK_C)[None, :]  # (1, BLOCK_C)
+        distance = tl.minimum(tl.maximum(cols - rows - lead, -rel_window), rel_window)
+        entry = rel_window - distance if MIRRORED else rel_window + distance
+        value = tl.load(Bias + h * stride_bias_h + entry).to(tl.float32) * 1.4426950408889634
+        tl.store(Band + h * stride_band_h + rows * band_cols + cols,
+                 value.to(Band.dtype.element_ty), mask=cols < band_cols)
+
+
 def _relative_bias_band(relative_bias, seqlen_q, seqlen_k, dtype, keys_major=False):
     """The relative bias [Hq, 2W + 1] as the kernels read it: (band [Hq, 128, C], band_start).
 
@@ -1086,25 +1135,21 @@ def _relative_bias_band(relative_bias, seqlen_q, seqlen_k, dtype, keys_major=Fal
     keys_major: the band for the dk/dv kernel's (keys, queries) tiles, queries contiguous: the
     same construction for the mirrored bias (distance i - j) with queries and keys swapped.
     fp16 for 16-bit inputs (half the bytes of fp32; its 2^-11 relative error stays below the
-    rounding of p before the second matrix product), fp32 for fp32 inputs.
+    rounding of p before the second matrix product), fp32 for fp32 inputs. One kernel writes
+    it (three torch operations took several times as long).
     """
-    window = (relative_bias.shape[1] - 1) // 2
+    heads, entries = relative_bias.shape
+    window = (entries - 1) // 2
     shift = seqlen_q - seqlen_k if keys_major else seqlen_k - seqlen_q
-    entry, band_start = _band_entries(window, shift, keys_major, relative_bias.device)
+    lead = window + _BAND_ROWS - 1 + (shift - window - _BAND_ROWS + 1) % 16  # P
+    cols = (lead + window + 2 * _BAND_ROWS - 1 + 15) // 16 * 16  # C
     band_dtype = torch.float32 if dtype == torch.float32 else torch.float16
-    return (relative_bias * LOG2E).to(band_dtype)[:, entry], band_start
-
-
-@functools.lru_cache(maxsize=16)
-def _band_entries(window: int, shift: int, mirrored: bool, device: torch.device):
-    """(which bias entry each band element holds, [128, C]; band_start) of a band's geometry
-    (see _relative_bias_band), kept across calls: every layer of a model shares it."""
-    lead = window + 127 + (shift - window - 127) % 16  # P
-    cols = (lead + window + 255 + 15) // 16 * 16
-    distance = (torch.arange(cols, device=device)[None, :]
-                - torch.arange(128, device=device)[:, None] - lead)  # (128, C)
-    entry = distance.clamp(-window, window) + window
-    return (2 * window - entry if mirrored else entry), lead - shift
+    band = _alloc((heads, _BAND_ROWS, cols), band_dtype, relative_bias.device)
+    rows_per_program = 32
+    _band_kernel[(_BAND_ROWS // rows_per_program, heads)](
+        relative_bias, band, relative_bias.stride(0), band.stride(0), window, lead, cols,
+        MIRRORED=keys_major, BLOCK_R=rows_per_program, BLOCK_C=256)
+    return band, lead - shift
 
 
 def _optional_args(q, k, alibi_slopes, relative_bias, key_mask, segment_ids, keys_major=False):
@@ -1198,6 +1243,11 @@ def _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_ma
     if relative_bias is not None:
         _launch_rel_bias_grad(q, k, v, dout, lse, delta, drel, pointers, strides, rel_scalars,
                               softmax_scale, dropout_p, seed, meta)
+        if dlse is not None:
+            # A row's ds sums to its lse gradient, not zero: drel[-W] takes the difference (it
+            # is what the other entries leave, see _flush_far_rel_bias_grad). Rows that see no
+            # key have p = 0, so none.
+            drel[:, 0] += torch.where(torch.isneginf(lse), 0.0, dlse).sum((0, 2))
     pointers, strides, rel_scalars = _optional_args(q, k, alibi_slopes, relative_bias,
                                                     key_mask, segment_ids)
     q_grid = lambda m: (triton.cdiv(seqlen_q, m["BLOCK_M"]), batch * num_heads)  # noqa: E731
@@ -1230,18 +1280,19 @@ def _walk_range(seqlen_q: int, seqlen_k: int, rel_window: int, causal: bool, blo
 def _launch_rel_bias_grad(q, k, v, dout, lse, delta, drel, pointers, strides, rel_scalars,
                           softmax_scale, dropout_p, seed, meta):
     """Add the window zone's part of the relative bias's gradient to drel, after the dk/dv
-    kernel (whose tiles it walks) added the far tiles' part. pointers, strides, rel_scalars:
-    the dk/dv kernel's (key-major band)."""
+    kernel added the far tiles' part (none with a causal mask). pointers, strides,
+    rel_scalars: the dk/dv kernel's (key-major band)."""
     batch, seqlen_q, num_heads, _ = q.shape
     seqlen_k, num_kv_heads = k.shape[1], k.shape[2]
     rel_window = rel_scalars[0]
-    block_m, block_n = _last_kv_tile()
+    block_m, block_n = _rel_grad_tile(meta["CAUSAL"], meta["HEAD_DIM"], seqlen_q, seqlen_k)
     first_walk, end_walk = _walk_range(seqlen_q, seqlen_k, rel_window, meta["CAUSAL"],
                                        block_m, block_n)
     chunks = triton.cdiv(triton.cdiv(seqlen_k, block_n), _REL_GRAD_BLOCKS_PER_PROGRAM)
     kernel_meta = {key: value for key, value in meta.items() if key != "HAS_REL_BIAS"}
-    # Its own buffer: the autotuner zeroes it between trials, which must not drop drel's far part.
-    window_part = torch.zeros_like(drel)
+    # The autotuner zeroes its output between trials, which must not drop drel's far part:
+    # a buffer of its own where there is one.
+    window_part = drel if meta["CAUSAL"] else torch.zeros_like(drel)
     _rel_grad_launch[(end_walk - first_walk, chunks, batch * num_heads)](
         q, k, v, dout, lse, delta, window_part, *pointers,
         *_bsh_strides(q), *_bsh_strides(k), *_bsh_strides(v), *_bsh_strides(dout), *strides,
@@ -1250,7 +1301,8 @@ def _launch_rel_bias_grad(q, k, v, dout, lse, delta, drel, pointers, strides, re
         seed, first_walk, _REL_GRAD_BLOCKS_PER_PROGRAM,
         **kernel_meta, BLOCK_M=block_m, BLOCK_N=block_n,
     )
-    drel += window_part
+    if window_part is not drel:
+        drel += window_part
 
 
 # --------------------------------------------------------------------------------------------
@@ -1305,6 +1357,9 @@ def _setup_context(ctx, inputs, output):
     (q, k, v, alibi_slopes, relative_bias, key_mask, segment_ids,
      causal, softmax_scale, dropout_p, seed) = inputs
     out, lse = output
+    # An unused output's gradient arrives as None, not a tensor of zeros: most callers never
+    # use lse, and its gradient would cost a fill, a read in delta and a bias-gradient term.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(q, k, v, out, lse, alibi_slopes, relative_bias, key_mask, segment_ids)
     ctx.options = (causal, softmax_scale, dropout_p, seed)
 

@@ -27,11 +27,12 @@ def main() -> int:
     for features in FEATURE_SETS:
         flags = {name: name in features for name in FEATURES}
         # The dk/dv kernel's tiles are wider in keys, as in its tuning table; the relative
-        # bias's gradient kernel walks the same tiles (and rotates one).
+        # bias's gradient kernel walks the same tiles without a causal mask (and rotates one),
+        # square ones of its own with one.
         kernels = [(fa._fwd_kernel, {"EVEN_M": False}), (fa._bwd_kv_kernel, {"BLOCK_N": 128}),
                    (fa._bwd_q_kernel, {})]
         if flags["HAS_REL_BIAS"]:
-            kernels.append((fa._rel_bias_grad_kernel, {"BLOCK_N": 128}))
+            kernels.append((fa._rel_bias_grad_kernel, {} if flags["CAUSAL"] else {"BLOCK_N": 128}))
         for kernel, extra in kernels:
             try:
                 compile_for_sm90(kernel, {**tiles, **flags, **extra})

@@ -192,6 +192,27 @@ def test_relative_bias_with_padding_dropout_and_fp16(poisoned_outputs):
                           dropout_p=0.2, dropout_seed=4, dropout_mask=mask)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_relative_bias_gradient_with_lse_gradient_and_blind_rows(poisoned_outputs, causal):
+    # The bias's end entry -W is what the others leave of the rows' ds sums, which are the lse
+    # gradient, not zero, here; rows that see no key (the first causal rows with Sq > Sk, the
+    # second sequence's, all padding) must add none of theirs.
+    q, k, v = qkv(2, 61, 35, 2, 2, 32)
+    lengths = torch.tensor([35, 0], device=DEVICE)
+    check_flash_attention(q, k, v, causal=causal, relative_bias=t5_style_relative_bias(2, 12),
+                          key_padding_mask=lengths, dlse_weight=0.5)
+    # The check's loss gives blind rows (lse = -inf) no lse gradient; a caller's may.
+    bias = t5_style_relative_bias(2, 12).requires_grad_()
+    out, lse = flash_attn_func(q, k, v, causal=causal, relative_bias=bias,
+                               key_padding_mask=lengths, return_lse=True)
+    blind = torch.isneginf(lse)
+    dlse = torch.randn_like(lse)
+    grads = [torch.autograd.grad((out, lse), bias, (torch.zeros_like(out), lse_grad),
+                                 retain_graph=True)[0]
+             for lse_grad in (dlse, torch.where(blind, 0.0, dlse))]
+    torch.testing.assert_close(grads[0], grads[1])
+
+
 @pytest.mark.parametrize("keys_major", [False, True])
 @pytest.mark.parametrize("window,seqlen_q,seqlen_k", [(3, 200, 200), (128, 640, 517), (40, 96, 1000)])
 @pytest.mark.parametrize("rows,cols", [(128, 128), (64, 128), (128, 64), (16, 32)])

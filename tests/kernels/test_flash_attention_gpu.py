@@ -71,13 +71,16 @@ def test_relative_position_bias(causal):
                           relative_bias=table)
 
 
+@pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("head_dim,dtype", [(128, torch.float16), (256, torch.bfloat16)])
-def test_relative_position_bias_with_padding_dropout_and_unequal_lengths(head_dim, dtype):
+def test_relative_position_bias_with_padding_dropout_and_unequal_lengths(head_dim, dtype, causal):
     # Sq != Sk shifts every distance; D = 256 runs the dk/dv tiles left after pruning the ones
-    # the bias gradient cannot take (BLOCK_M > BLOCK_N).
+    # the bias gradient cannot take (BLOCK_M > BLOCK_N), and causal the gradient kernel's own
+    # tiles; the lse gradient enters the bias's end entry (rows of ds sum to it).
     heads, window = 4, 128
     q, k, v = qkv(2, 700, 1500, heads, heads, head_dim, dtype)
     mask = dropout_keep_mask(2, heads, 700, 1500, 0.1, dropout_seed=5, device="cuda")
     check_flash_attention(q, k, v, relative_bias=torch.randn(heads, 2 * window + 1, device="cuda"),
                           key_padding_mask=torch.tensor([1500, 901], device="cuda"),
-                          dropout_p=0.1, dropout_seed=5, dropout_mask=mask)
+                          dropout_p=0.1, dropout_seed=5, dropout_mask=mask, causal=causal,
+                          dlse_weight=0.5)

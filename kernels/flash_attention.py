@@ -83,6 +83,12 @@ def _dropout_keep(seed, rows, cols, batch_head, dropout_p):
     return uniform >= dropout_p
 
 
+@triton.jit
+def _clamp(distance, rel_window):
+    """distance clamped to [-W, W], the relative bias's window."""
+    return tl.minimum(tl.maximum(distance, -rel_window), rel_window)
+
+
 # The relative bias in the kernels. Every element of a tile wholly beyond the window on one side
 # reads the same clamped end entry of the [Hq, 2W + 1] bias: such tiles (most of them, for long
 # sequences) add a constant. Tiles across the window read a Toeplitz block of the band
@@ -1045,8 +1051,9 @@ else:
     _bwd_kv_launch = _autotune(_bwd_kv_kernel, _KEY_MAJOR_TILES, reset_to_zero=["DRelBias"],
                                rel_bias_needs_wide_keys=True)
     _bwd_q_launch = _autotune(_bwd_q_kernel, _DQ_TILES)
-    # Its tile is the dk/dv kernel's; warps and stages are its own (it also pipelines k and v,
-    # so some of the dk/dv kernel's stage counts overflow shared memory: the tuner skips them).
+    # Its tile comes from _rel_grad_tile; warps and stages are its own (it also pipelines k
+    # and v, so some of the dk/dv kernel's stage counts overflow shared memory: the tuner
+    # skips them).
     _rel_grad_launch = _tuned(
         _rel_bias_grad_kernel,
         [triton.Config({}, num_warps=w, num_stages=s) for w in (4, 8) for s in (2, 3)],
@@ -1116,7 +1123,7 @@ def _band_kernel(Bias, Band, stride_bias_h, stride_band_h, rel_window, lead, ban
     h = tl.program_id(1)
     for first_col in range(0, band_cols, BLOCK_C):
         cols = first_col + tl.arange(0, BLOCK_C)[None, :]  # (1, BLOCK_C)
-        distance = tl.minimum(tl.maximum(cols - rows - lead, -rel_window), rel_window)
+        distance = _clamp(cols - rows - lead, rel_window)
         entry = rel_window - distance if MIRRORED else rel_window + distance
         value = tl.load(Bias + h * stride_bias_h + entry).to(tl.float32) * 1.4426950408889634
         tl.store(Band + h * stride_band_h + rows * band_cols + cols,

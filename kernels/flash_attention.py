@@ -27,11 +27,13 @@ Supported:
 - A learned relative position bias by distance (T5's buckets, gathered per distance by the
   caller into [Hq, 2W + 1]): relative_bias[h, clamp(j - i', -W, W) + W], added in the kernel
   (tiles beyond the window add its end value, tiles across it read a per-call Toeplitz band of
-  it, fp16 for 16-bit inputs). Its gradient: a fourth kernel walks the tiles across the window
-  along their diagonals of tiles, where every tile has the same distances, so a walk's ds tiles
-  add up in registers and are reduced by distance once (recomputing two of the tiles' matrix
-  products); the dk/dv kernel sums the far tiles' ds right of the window (entry +W; without a
-  causal mask); entry -W is minus the sum of all others, since every row of ds sums to zero.
+  it, fp16 for 16-bit inputs; with a causal mask the band also holds the mask, -inf above the
+  diagonal, so those tiles skip the mask arithmetic). Its gradient: a fourth kernel walks the
+  tiles across the window along their diagonals of tiles, where every tile has the same
+  distances, so a walk's ds tiles add up in registers and are reduced by distance once
+  (recomputing two of the tiles' matrix products); the dk/dv kernel sums the far tiles' ds
+  right of the window (entry +W; without a causal mask); entry -W is minus the sum of all
+  others, since every row of ds sums to zero.
 - The gradient of the returned lse, folded into delta (ds = p * (dp - delta + dlse)).
 
 Limits: on a CPU the kernels run only under TRITON_INTERPRET=1 (the Triton interpreter, slow;
@@ -42,7 +44,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import triton
@@ -186,7 +188,8 @@ def _bias_and_mask(
     same code serves the forward ([rows, cols]) and the transposed backward ([cols, rows]).
     REL_FROM_BAND: read the relative bias through band_tile (pointers from _band_tile, laid out
     as s); otherwise the tile lies beyond the window and adds rel_constant (log2-scaled).
-    MASK_EDGES: the tile crosses the causal diagonal or the end of the keys.
+    MASK_EDGES: the tile crosses the causal diagonal or the end of the keys. With a causal mask
+    the band holds it (see _relative_bias_band): tiles that read the band skip the comparison.
     """
     if HAS_ALIBI:  # alibi_slope is -slope * log2(e)
         s += alibi_slope * tl.abs(rows + (seqlen_k - seqlen_q) - cols).to(tl.float32)
@@ -197,7 +200,7 @@ def _bias_and_mask(
             s += rel_constant
     if MASK_EDGES:
         visible = cols < seqlen_k
-        if CAUSAL:
+        if CAUSAL and not (HAS_REL_BIAS and REL_FROM_BAND):
             visible = visible & (cols <= rows + (seqlen_k - seqlen_q))
         s = tl.where(visible, s, float("-inf"))
     if HAS_KEY_MASK:
@@ -800,9 +803,10 @@ def _rel_bias_grad_kernel(
         q, do, lse, delta = _query_tiles(q_base, do_base, stride_qm, stride_dom, lse_row,
                                          delta_row, rows, offs_d, seqlen_q, HEAD_DIM, BLOCK_D)
         s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale + bias_t
-        # the relative bias is in already (HAS_REL_BIAS False below); every mask applies
+        # The relative bias is in already, and with it the causal mask (the band's -inf): the
+        # other masks apply.
         s_t = _bias_and_mask(s_t, rows[None, :], cols, bias_t, 0.0, seqlen_q, seqlen_k,
-                             alibi_slope, key_mask_row, seg_row, CAUSAL, HAS_ALIBI, False, False,
+                             alibi_slope, key_mask_row, seg_row, False, HAS_ALIBI, False, False,
                              HAS_KEY_MASK, HAS_SEGMENTS, True)
         _, ds_t = _probs_and_ds(s_t, v, do, lse, delta, rows, cols, seed, batch_head, dropout_p,
                                 HAS_DROPOUT, DOT_PRECISION)
@@ -965,35 +969,53 @@ def _seqlen_bucket(seqlen_q: int, seqlen_k: int) -> int:
     return 1 if longest <= 512 else 2 if longest <= 2048 else 3
 
 
-# Candidate tiles per head-dim class: (BLOCK_M, BLOCK_N, num_warps, num_stages). The forward and
-# the dq kernel walk keys for a block of queries; the dk/dv kernel walks queries for a block of
-# keys. Larger head dims need smaller tiles to fit in shared memory and registers.
+class Tile(NamedTuple):
+    """A tuning candidate. max_registers caps the registers per thread (ptxas .maxnreg) where
+    ptxas would take more than the kernel needs: at 128, two programs of 8 warps (four of 4)
+    share an SM. The relative bias's band tile pushes the forward past 128 (about 170 at 8
+    warps and at 4), costing programs per SM; capped, it compiles without spills
+    (docs/benchmarks.md)."""
+    block_m: int
+    block_n: int
+    warps: int
+    stages: int
+    max_registers: Optional[int] = None
+
+
+# Candidate tiles per head-dim class. The forward and the dq kernel walk keys for a block of
+# queries; the dk/dv kernel walks queries for a block of keys. Larger head dims need smaller
+# tiles to fit in shared memory and registers.
 _ROW_MAJOR_TILES = {
-    64: [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3)],
-    128: [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 2)],
-    256: [(64, 64, 8, 2), (64, 32, 4, 2)],
+    64: [Tile(128, 64, 4, 3), Tile(128, 64, 8, 3), Tile(128, 64, 8, 3, 128), Tile(128, 128, 8, 3),
+         Tile(64, 64, 4, 3), Tile(64, 64, 4, 3, 128)],
+    128: [Tile(128, 64, 8, 3), Tile(128, 64, 8, 2, 128), Tile(128, 128, 8, 2), Tile(128, 64, 4, 2)],
+    256: [Tile(64, 64, 8, 2), Tile(64, 32, 4, 2)],
 }
 _KEY_MAJOR_TILES = {
-    64: [(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 128, 4, 5)],
-    128: [(64, 128, 8, 2), (32, 128, 8, 2), (32, 128, 4, 3), (64, 64, 4, 3)],
-    256: [(32, 64, 4, 2), (64, 32, 4, 1)],
+    64: [Tile(64, 128, 8, 3), Tile(32, 128, 4, 3), Tile(64, 64, 4, 3), Tile(32, 128, 4, 5)],
+    128: [Tile(64, 128, 8, 2), Tile(32, 128, 8, 2), Tile(32, 128, 4, 3), Tile(64, 64, 4, 3)],
+    256: [Tile(32, 64, 4, 2), Tile(64, 32, 4, 1)],
 }
 _DQ_TILES = {
-    64: [(128, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3)],
-    128: [(128, 64, 8, 3), (128, 32, 4, 3), (128, 32, 8, 3), (64, 64, 4, 3)],
-    256: [(64, 64, 8, 2), (64, 32, 4, 2)],
+    64: [Tile(128, 64, 4, 3), Tile(128, 64, 8, 3), Tile(128, 64, 8, 3, 128), Tile(128, 32, 4, 3),
+         Tile(64, 64, 4, 3)],
+    128: [Tile(128, 64, 8, 3), Tile(128, 32, 4, 3), Tile(128, 32, 8, 3), Tile(128, 32, 8, 3, 128),
+          Tile(64, 64, 4, 3)],
+    256: [Tile(64, 64, 8, 2), Tile(64, 32, 4, 2)],
 }
-_SHORT_TILE = (32, 32, 4, 2)  # tiny problems (decode, short sequences): no tuning sweep
+_SHORT_TILE = Tile(32, 32, 4, 2)  # tiny problems (decode, short sequences): no tuning sweep
 
 
 def _configs(tiles: dict) -> list:
     unique = {tile for group in tiles.values() for tile in group} | {_SHORT_TILE}
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-            for bm, bn, w, s in sorted(unique)]
+    return [triton.Config({"BLOCK_M": t.block_m, "BLOCK_N": t.block_n}, num_warps=t.warps,
+                          num_stages=t.stages, maxnreg=t.max_registers)
+            for t in sorted(unique, key=lambda t: (*t[:4], t.max_registers or 0))]
 
 
-def _tile(config) -> tuple:
-    return (config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages)
+def _tile(config) -> Tile:
+    return Tile(config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps,
+                config.num_stages, config.maxnreg)
 
 
 def _pruner(tiles: dict, rel_bias_needs_wide_keys: bool):
@@ -1010,8 +1032,8 @@ def _pruner(tiles: dict, rel_bias_needs_wide_keys: bool):
         else:
             wanted = tiles[min(c for c in tiles if c >= kwargs["BLOCK_D"])]
         if rel_bias_needs_wide_keys and kwargs["HAS_REL_BIAS"] and not kwargs["CAUSAL"]:
-            wanted = [(bm, bn, w, s) for bm, bn, w, s in wanted if bm <= bn]
-            wanted = [tile for tile in wanted if tile[0] >= 64] or wanted
+            wanted = [tile for tile in wanted if tile.block_m <= tile.block_n]
+            wanted = [tile for tile in wanted if tile.block_m >= 64] or wanted
         return [config for config in configs if _tile(config) in wanted]
     return prune
 
@@ -1077,7 +1099,7 @@ def _rel_grad_tile(causal: bool, head_dim: int, seqlen_q: int, seqlen_k: int) ->
         if INTERPRETER:
             return _CAUSAL_REL_GRAD_INTERPRETER_TILE
         if _seqlen_bucket(seqlen_q, seqlen_k) == 0:
-            return _SHORT_TILE[:2]
+            return _SHORT_TILE.block_m, _SHORT_TILE.block_n
         return _CAUSAL_REL_GRAD_TILES[min(c for c in _CAUSAL_REL_GRAD_TILES
                                           if c >= _head_block(head_dim))]
     if INTERPRETER:
@@ -1116,21 +1138,28 @@ _BAND_ROWS = 128  # the most queries (keys, keys_major) of a tile the band serve
 
 @triton.jit
 def _band_kernel(Bias, Band, stride_bias_h, stride_band_h, rel_window, lead, band_cols,
-                 MIRRORED: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+                 MIRRORED: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_R: tl.constexpr,
+                 BLOCK_C: tl.constexpr):
     """BLOCK_R rows of one head's band (see _relative_bias_band): band[h, r, c] = log2(e) *
-    bias[h, clamp(c - r - lead, -W, W) + W], the entries mirrored (2W - entry) if MIRRORED."""
+    bias[h, clamp(c - r - lead, -W, W) + W], the entries mirrored (2W - entry) if MIRRORED;
+    CAUSAL: -inf where the key comes after the query (c - r - lead > 0, < 0 if MIRRORED)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]  # (BLOCK_R, 1)
     h = tl.program_id(1)
     for first_col in range(0, band_cols, BLOCK_C):
         cols = first_col + tl.arange(0, BLOCK_C)[None, :]  # (1, BLOCK_C)
-        distance = _clamp(cols - rows - lead, rel_window)
-        entry = rel_window - distance if MIRRORED else rel_window + distance
+        distance = cols - rows - lead  # j - i' (i' - j if MIRRORED)
+        clamped = _clamp(distance, rel_window)
+        entry = rel_window - clamped if MIRRORED else rel_window + clamped
         value = tl.load(Bias + h * stride_bias_h + entry).to(tl.float32) * 1.4426950408889634
+        if CAUSAL:
+            future = distance < 0 if MIRRORED else distance > 0
+            value = tl.where(future, float("-inf"), value)
         tl.store(Band + h * stride_band_h + rows * band_cols + cols,
                  value.to(Band.dtype.element_ty), mask=cols < band_cols)
 
 
-def _relative_bias_band(relative_bias, seqlen_q, seqlen_k, dtype, keys_major=False):
+def _relative_bias_band(relative_bias, seqlen_q, seqlen_k, dtype, keys_major=False,
+                        causal=False):
     """The relative bias [Hq, 2W + 1] as the kernels read it: (band [Hq, 128, C], band_start).
 
     band[h, r, c] = log2(e) * bias[h, clamp(c - r - P, -W, W) + W]. The bias of a tile (queries
@@ -1141,6 +1170,8 @@ def _relative_bias_band(relative_bias, seqlen_q, seqlen_k, dtype, keys_major=Fal
     P = Sk - Sq and C = 0 (mod 16) align every tile's first key.
     keys_major: the band for the dk/dv kernel's (keys, queries) tiles, queries contiguous: the
     same construction for the mirrored bias (distance i - j) with queries and keys swapped.
+    causal: the band also holds the causal mask, -inf where j > i' (the kernels then skip the
+    mask arithmetic in every tile that reads the band: it cost more than the band's add).
     fp16 for 16-bit inputs (half the bytes of fp32; its 2^-11 relative error stays below the
     rounding of p before the second matrix product), fp32 for fp32 inputs. One kernel writes
     it (three torch operations took several times as long).
@@ -1155,19 +1186,20 @@ def _relative_bias_band(relative_bias, seqlen_q, seqlen_k, dtype, keys_major=Fal
     rows_per_program = 32
     _band_kernel[(_BAND_ROWS // rows_per_program, heads)](
         relative_bias, band, relative_bias.stride(0), band.stride(0), window, lead, cols,
-        MIRRORED=keys_major, BLOCK_R=rows_per_program, BLOCK_C=256)
+        MIRRORED=keys_major, CAUSAL=causal, BLOCK_R=rows_per_program, BLOCK_C=256)
     return band, lead - shift
 
 
-def _optional_args(q, k, alibi_slopes, relative_bias, key_mask, segment_ids, keys_major=False):
+def _optional_args(q, k, alibi_slopes, relative_bias, key_mask, segment_ids, causal,
+                   keys_major=False):
     """Pointers and strides of the optional inputs (an absent one points at q, unread; the
-    relative bias as its band, keys_major for the dk/dv kernel), and the relative-bias scalars
-    (W, band columns, band_start)."""
+    relative bias as its band, with the causal mask if causal, keys_major for the dk/dv
+    kernel), and the relative-bias scalars (W, band columns, band_start)."""
     slopes_stride = 0 if alibi_slopes is None or alibi_slopes.dim() == 1 else alibi_slopes.stride(0)
     band, rel_scalars = None, (0, 0, 0)
     if relative_bias is not None:
         band, band_start = _relative_bias_band(relative_bias, q.shape[1], k.shape[1], q.dtype,
-                                               keys_major)
+                                               keys_major, causal)
         rel_scalars = ((relative_bias.shape[1] - 1) // 2, band.shape[2], band_start)
     pointers = tuple(q if x is None else x for x in (alibi_slopes, band, key_mask, segment_ids))
     strides = (slopes_stride,
@@ -1194,7 +1226,7 @@ def _forward(q, k, v, alibi_slopes, relative_bias, key_mask, segment_ids, causal
     out = _alloc(q.shape, q.dtype, q.device)
     lse = _alloc((batch, num_heads, seqlen_q), torch.float32, q.device)
     pointers, strides, rel_scalars = _optional_args(q, k, alibi_slopes, relative_bias,
-                                                    key_mask, segment_ids)
+                                                    key_mask, segment_ids, causal)
     grid = lambda meta: (triton.cdiv(seqlen_q, meta["BLOCK_M"]), batch * num_heads)  # noqa: E731
     _fwd_launch[grid](
         q, k, v, out, lse, *pointers,
@@ -1239,7 +1271,7 @@ def _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_ma
                 dropout_p, seed)
 
     pointers, strides, rel_scalars = _optional_args(q, k, alibi_slopes, relative_bias,
-                                                    key_mask, segment_ids, keys_major=True)
+                                                    key_mask, segment_ids, causal, keys_major=True)
     kv_grid = lambda m: (triton.cdiv(seqlen_k, m["BLOCK_N"]), batch * num_kv_heads)  # noqa: E731
     _bwd_kv_launch[kv_grid](
         q, k, v, dout, lse, delta, dk, dv, drel, *pointers,
@@ -1256,7 +1288,7 @@ def _backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_ma
             # key have p = 0, so none.
             drel[:, 0] += torch.where(torch.isneginf(lse), 0.0, dlse).sum((0, 2))
     pointers, strides, rel_scalars = _optional_args(q, k, alibi_slopes, relative_bias,
-                                                    key_mask, segment_ids)
+                                                    key_mask, segment_ids, causal)
     q_grid = lambda m: (triton.cdiv(seqlen_q, m["BLOCK_M"]), batch * num_heads)  # noqa: E731
     _bwd_q_launch[q_grid](
         q, k, v, dout, lse, delta, dq, *pointers,

@@ -31,12 +31,13 @@ def jit_function(kernel) -> triton.runtime.jit.JITFunction:
 
 
 def compile_for_sm90(kernel, constexprs: dict, *, dtype: str = "bf16", num_warps: int = 8,
-                     num_stages: int = 3, aligned: bool = False):
+                     num_stages: int = 3, max_registers: int | None = None, aligned: bool = False):
     """triton.compile of `kernel` for sm_90. The kernels name their pointers in CamelCase (the
     tensors in `dtype` unless POINTER_TYPES says otherwise); every other argument not in
     `constexprs` is an int32 (seed int64, qk_scale and dropout_p fp32). aligned: pointers,
     strides and the relative-bias band's geometry divisible by 16, as the JIT specializes them
-    for real tensors (vector loads). RelBias is the band, fp16 for 16-bit inputs."""
+    for real tensors (vector loads). RelBias is the band, fp16 for 16-bit inputs. max_registers:
+    ptxas's cap per thread (triton.Config's maxnreg)."""
     fn = jit_function(kernel)
     # a feature flag the kernel does not take (the relative-bias gradient kernel has no
     # HAS_REL_BIAS: it implies it) is left out; any other unknown name still fails below
@@ -57,7 +58,8 @@ def compile_for_sm90(kernel, constexprs: dict, *, dtype: str = "bf16", num_warps
     source = ASTSource(fn, signature, attrs=attrs,
                        constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
     return triton.compile(source, target=GPUTarget("cuda", 90, 32),
-                          options={"num_warps": num_warps, "num_stages": num_stages})
+                          options={"num_warps": num_warps, "num_stages": num_stages,
+                                   "maxnreg": max_registers})
 
 
 def resource_report(compiled) -> dict:

@@ -58,17 +58,21 @@ def main():
         if kernel is None:
             sys.exit(f"{args.kernel_file} has no kernel for --kernels {name}")
         candidates = tiles[min(c for c in tiles if c >= block_d)]
-        for block_m, block_n, warps, stages in candidates[:1] if args.first_only else candidates:
+        for tile in candidates[:1] if args.first_only else candidates:
             constexprs = {**{f: f in features for f in FEATURES}, **extra, "HEAD_DIM": args.head_dim,
-                          "BLOCK_D": block_d, "DOT_PRECISION": "tf32", "BLOCK_M": block_m, "BLOCK_N": block_n}
+                          "BLOCK_D": block_d, "DOT_PRECISION": "tf32", "BLOCK_M": tile.block_m,
+                          "BLOCK_N": tile.block_n}
+            label = f"{tile.block_m} x {tile.block_n}, {tile.warps}, {tile.stages}" + (
+                f", <= {tile.max_registers} registers" if tile.max_registers else "")
             try:
-                report = resource_report(compile_for_sm90(kernel, constexprs, num_warps=warps,
-                                                          num_stages=stages, aligned=True))
+                report = resource_report(compile_for_sm90(
+                    kernel, constexprs, num_warps=tile.warps, num_stages=tile.stages,
+                    max_registers=tile.max_registers, aligned=True))
             except Exception as error:  # a tile the compiler refuses is a row, not the end
-                print(f"| {name} | {block_m} x {block_n}, {warps}, {stages} | failed: "
-                      f"{str(error).splitlines()[0][:80]} | | | | | | |", flush=True)
+                print(f"| {name} | {label} | failed: {str(error).splitlines()[0][:80]} | | | | | | |",
+                      flush=True)
                 continue
-            print(f"| {name} | {block_m} x {block_n}, {warps}, {stages} | {report['shared_bytes'] / 1024:.0f} | "
+            print(f"| {name} | {label} | {report['shared_bytes'] / 1024:.0f} | "
                   f"{report['registers']} | {report['spill_bytes']} | {report['layout_conversions']} | "
                   f"{report['async_copies_16B']} | {report['async_copies_4B']} | {report['global_loads']} |",
                   flush=True)

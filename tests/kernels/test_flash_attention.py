@@ -213,16 +213,19 @@ def test_relative_bias_gradient_with_lse_gradient_and_blind_rows(poisoned_output
     torch.testing.assert_close(grads[0], grads[1])
 
 
+@pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("keys_major", [False, True])
 @pytest.mark.parametrize("window,seqlen_q,seqlen_k", [(3, 200, 200), (128, 640, 517), (40, 96, 1000)])
 @pytest.mark.parametrize("rows,cols", [(128, 128), (64, 128), (128, 64), (16, 32)])
 def test_relative_bias_band_holds_every_tiles_bias(window, seqlen_q, seqlen_k, rows, cols,
-                                                   keys_major):
+                                                   keys_major, causal):
     """The kernels read a tile's bias as a block of the band at a clamped, 16-aligned column
-    (_band_tile); for every tile of the grid that block is log2(e) * bias[clamp(j - i')]. The
+    (_band_tile); for every tile of the grid that block is log2(e) * bias[clamp(j - i')], and
+    -inf where j > i' with a causal mask (the kernels take the mask from the band). The
     forward's and dq's tiles are (queries, keys), the dk/dv kernel's (keys, queries)."""
     bias = t5_style_relative_bias(2, window).double()
-    band, band_start = fa._relative_bias_band(bias, seqlen_q, seqlen_k, torch.float32, keys_major)
+    band, band_start = fa._relative_bias_band(bias, seqlen_q, seqlen_k, torch.float32, keys_major,
+                                              causal)
     band_cols = band.shape[2]
     assert band_start % 16 == 0 and band_cols % 16 == 0
     r = torch.arange(rows)[:, None]
@@ -234,6 +237,8 @@ def test_relative_bias_band_holds_every_tiles_bias(window, seqlen_q, seqlen_k, r
             queries, keys = (start_c + c, start_r + r) if keys_major else (start_r + r, start_c + c)
             distance = keys - queries - (seqlen_k - seqlen_q)
             expected = bias[:, distance.clamp(-window, window) + window] * fa.LOG2E
+            if causal:
+                expected = expected.masked_fill(distance > 0, float("-inf"))
             torch.testing.assert_close(band[:, r, col + c], expected.float(), rtol=1e-6, atol=0)
 
 

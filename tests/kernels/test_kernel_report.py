@@ -30,3 +30,30 @@ def test_report_refuses_the_interpreter():
     result = subprocess.run([sys.executable, "scripts/kernel_report.py"], cwd=ROOT, env=env,
                             capture_output=True, text=True)
     assert result.returncode != 0 and "without TRITON_INTERPRET" in result.stderr
+
+
+@pytest.mark.timeout(600)
+def test_register_cap_reaches_ptxas(tmp_path):
+    # The relative-bias forward takes about 170 registers uncapped; a tuning tile's
+    # max_registers must reach ptxas (two programs of 8 warps per SM, four of 4).
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(TRITON_DEFAULT_FP_FUSION="1", TMPDIR=str(tmp_path))
+    script = (
+        "from kernels import flash_attention as fa\n"
+        "from kernels.sm90_compile import FEATURES, compile_for_sm90, resource_report\n"
+        "flags = {f: f in ('CAUSAL', 'HAS_REL_BIAS') for f in FEATURES}\n"
+        "tile = fa.Tile(64, 64, 4, 3, 128)\n"
+        "assert tile in fa._ROW_MAJOR_TILES[64]\n"
+        "constexprs = {**flags, 'EVEN_M': True, 'HEAD_DIM': 64, 'BLOCK_D': 64,\n"
+        "              'DOT_PRECISION': 'tf32', 'BLOCK_M': tile.block_m, 'BLOCK_N': tile.block_n}\n"
+        "for cap in (None, tile.max_registers):\n"
+        "    print(resource_report(compile_for_sm90(fa._fwd_kernel, constexprs, num_warps=tile.warps,\n"
+        "        num_stages=tile.stages, max_registers=cap, aligned=True))['registers'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    uncapped, capped = result.stdout.split()
+    if uncapped == "None":
+        pytest.skip("no ptxas here takes this PTX version")
+    assert int(uncapped) > 128 >= int(capped)

@@ -8,6 +8,8 @@
 Everything after `--` is a Hydra override of the config, as for scripts/train.py; --lengths
 sets model.seq_length:model.data.seq_length_dec (T5) or model.encoder_seq_length (GPT), and each
 variant sets the flash switches. A variant that fails (e.g. out of memory) is a table entry.
+--kernel-file times the flash variants with an edited copy of kernels/flash_attention.py (run
+once with it and once without, on the same machine, for an A/B of a kernel change).
 """
 
 import argparse
@@ -27,6 +29,7 @@ from megatron_lite.benchmarks.training import (
     format_row,
     length_overrides,
     measure_training,
+    use_kernel_copy,
 )
 from megatron_lite.config import register_configs, reject_unknown_keys
 from megatron_lite.training import build_tokenizer_from_config, family_of, padded_vocab_size
@@ -47,6 +50,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--peer", action="store_true",
                         help="also time the Hugging Face model of the same shape (GPT-2 or T5, random "
                              "tokens, micro-batch size) after each length's variants")
+    parser.add_argument("--kernel-file", default="",
+                        help="an edited copy of kernels/flash_attention.py for the flash variants")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
     return parser.parse_args()
 
@@ -60,9 +65,13 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> None:
     register_configs()
+    if args.kernel_file:
+        use_kernel_copy(args.kernel_file)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    kernel = f"; kernel {args.kernel_file}" if args.kernel_file else ""
     lines = [f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, "
-             f"torch {torch.__version__}; {args.steps} timed steps after {args.warmup}", "", *TABLE_HEADER]
+             f"torch {torch.__version__}; {args.steps} timed steps after {args.warmup}{kernel}", "",
+             *TABLE_HEADER]
     records = []
     with initialize_config_dir(config_dir=args.config_path, version_base="1.3"):
         base = OmegaConf.to_object(compose(config_name=args.config_name, overrides=args.overrides))

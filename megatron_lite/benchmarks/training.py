@@ -38,6 +38,18 @@ SWITCHES = {
 }
 
 
+def use_kernel_copy(path: str):
+    """Route every model's flash attention through `flash_attn_func` of an edited copy of
+    kernels/flash_attention.py at `path` (scripts/bench_train.py --kernel-file: a kernel change
+    timed in whole training steps). Returns the loaded module."""
+    from kernels.module_copy import load_kernel_copy
+    from megatron_lite.modules import attention
+
+    module = load_kernel_copy(path, "megatron_lite_training_candidate")
+    attention.flash_attn_func = module.flash_attn_func
+    return module
+
+
 def length_overrides(family: str, lengths: str) -> list[str]:
     """Hydra overrides for "S" (GPT) or "S:S_dec" (T5, encoder:decoder)."""
     if family == "t5":

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from megatron_lite.benchmarks.training import SWITCHES, length_overrides, measure_training
+from megatron_lite.benchmarks.training import SWITCHES, length_overrides, measure_training, use_kernel_copy
 from tests.gpt_testing import REPO
 from tests.modules.test_attention import needs_kernel_on_cpu
 from tests.t5_testing import compose_t5, tiny_t5_overrides
@@ -32,6 +32,29 @@ def test_flash_variants_measure_the_same_training(tiny_corpus, tmp_path):
         assert result.peak_memory_gib is None and result.mfu is None  # CPU: neither is known
     # Same seed, weights and batches: the two paths give the same losses up to rounding.
     assert results["on"].losses == pytest.approx(results["off"].losses, rel=1e-5)
+
+
+def test_kernel_copy_replaces_the_models_flash_attention(tiny_corpus, tmp_path, monkeypatch):
+    needs_kernel_on_cpu()
+    from megatron_lite.modules import attention
+
+    monkeypatch.setattr(attention, "flash_attn_func", attention.flash_attn_func)  # restored after
+    copy = tmp_path / "edited_kernel.py"
+    copy.write_text((REPO / "kernels" / "flash_attention.py").read_text())
+    module = use_kernel_copy(str(copy))
+    assert attention.flash_attn_func is module.flash_attn_func
+    original_forward, calls = module._forward, []
+
+    def counted_forward(*args):
+        calls.append(1)
+        return original_forward(*args)
+    monkeypatch.setattr(module, "_forward", counted_forward)
+    cfg = compose_t5([*tiny_t5_overrides(tiny_corpus, tmp_path, {
+        "model.micro_batch_size": 2, "model.global_batch_size": 2,
+        "model.encoder.num_layers": 1, "model.decoder.num_layers": 1}),
+                      *length_overrides("t5", "16:6"), *SWITCHES["t5"]["on"]])
+    measure_training(cfg, steps=1, warmup=0, device=torch.device("cpu"))
+    assert calls  # the model's attention ran the copy's kernel
 
 
 def test_script_writes_a_table_row_per_length_and_variant(tiny_corpus, tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kernels.flash_attention import Tile  # noqa: E402
 from kernels.module_copy import load_kernel_copy  # noqa: E402
 from kernels.sm90_compile import FEATURES, compile_for_sm90, resource_report  # noqa: E402
 
@@ -33,6 +34,21 @@ def parse_args():
     return parser.parse_args()
 
 
+def rel_grad_tiles(fa, causal: bool) -> dict:
+    """The relative-bias gradient kernel's tiles per head-dim class, as its launcher picks them:
+    with a causal mask its own tile at each warps/stages its tuner tries; without, the dk/dv
+    kernel's tiles that its pruner keeps for a relative bias (the ones the gradient kernel can
+    walk), at their warps and stages."""
+    if causal and hasattr(fa, "_CAUSAL_REL_GRAD_TILES"):
+        return {d: [(bm, bn, warps, stages) for warps in (4, 8) for stages in (2, 3)]
+                for d, (bm, bn) in fa._CAUSAL_REL_GRAD_TILES.items()}
+    prune = fa._pruner(fa._KEY_MAJOR_TILES, True)
+    configs = fa._configs(fa._KEY_MAJOR_TILES)
+    return {d: [fa._tile(c) for c in prune(configs, {"seqlen_bucket": 2}, BLOCK_D=d,
+                                            HAS_REL_BIAS=True, CAUSAL=False)]
+            for d in fa._KEY_MAJOR_TILES}
+
+
 def main():
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         sys.exit("kernel_report.py compiles for sm_90: run it without TRITON_INTERPRET=1")
@@ -46,7 +62,8 @@ def main():
     kernels = {"fwd": (fa._fwd_kernel, fa._ROW_MAJOR_TILES, {"EVEN_M": True}),
                "kv": (fa._bwd_kv_kernel, fa._KEY_MAJOR_TILES, {}),
                "dq": (fa._bwd_q_kernel, fa._DQ_TILES, {}),
-               "relgrad": (getattr(fa, "_rel_bias_grad_kernel", None), fa._KEY_MAJOR_TILES, {})}
+               "relgrad": (getattr(fa, "_rel_bias_grad_kernel", None),
+                           rel_grad_tiles(fa, "CAUSAL" in features), {})}
     if "relgrad" in args.kernels and "HAS_REL_BIAS" not in features:
         sys.exit("--kernels relgrad (the relative bias's gradient) needs --features HAS_REL_BIAS")
     print(f"{Path(args.kernel_file).name}, D = {args.head_dim}, features: {', '.join(features) or 'none'}")
@@ -58,7 +75,7 @@ def main():
         if kernel is None:
             sys.exit(f"{args.kernel_file} has no kernel for --kernels {name}")
         candidates = tiles[min(c for c in tiles if c >= block_d)]
-        for tile in candidates[:1] if args.first_only else candidates:
+        for tile in [Tile(*t) for t in (candidates[:1] if args.first_only else candidates)]:
             constexprs = {**{f: f in features for f in FEATURES}, **extra, "HEAD_DIM": args.head_dim,
                           "BLOCK_D": block_d, "DOT_PRECISION": "tf32", "BLOCK_M": tile.block_m,
                           "BLOCK_N": tile.block_n}

@@ -57,3 +57,17 @@ def test_register_cap_reaches_ptxas(tmp_path):
     if uncapped == "None":
         pytest.skip("no ptxas here takes this PTX version")
     assert int(uncapped) > 128 >= int(capped)
+
+
+@pytest.mark.timeout(600)
+def test_gradient_kernel_is_reported_on_the_tiles_its_launcher_uses(tmp_path):
+    # With a causal mask the relative bias's gradient kernel walks a tile of its own (64 x 64 at
+    # D = 64), not the dk/dv kernel's first tuning tile (64 x 128).
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(TRITON_DEFAULT_FP_FUSION="1", TMPDIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "scripts/kernel_report.py", "--kernels", "relgrad",
+                             "--features", "CAUSAL,HAS_REL_BIAS", "--first-only"],
+                            cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| relgrad |")]
+    assert len(rows) == 1 and rows[0].split("|")[2].strip().startswith("64 x 64,"), result.stdout

@@ -1171,7 +1171,8 @@ def _relative_bias_band(relative_bias, seqlen_q, seqlen_k, dtype, keys_major=Fal
     keys_major: the band for the dk/dv kernel's (keys, queries) tiles, queries contiguous: the
     same construction for the mirrored bias (distance i - j) with queries and keys swapped.
     causal: the band also holds the causal mask, -inf where j > i' (the kernels then skip the
-    mask arithmetic in every tile that reads the band: it cost more than the band's add).
+    mask arithmetic in every tile that reads the band: it cost about as much as the band's
+    read).
     fp16 for 16-bit inputs (half the bytes of fp32; its 2^-11 relative error stays below the
     rounding of p before the second matrix product), fp32 for fp32 inputs. One kernel writes
     it (three torch operations took several times as long).

@@ -1013,6 +1013,11 @@ def _configs(tiles: dict) -> list:
             for t in sorted(unique, key=lambda t: (*t[:4], t.max_registers or 0))]
 
 
+def _for_head_dim(table: dict, block_d: int):
+    """The entry of a table keyed by head-dim class (64, 128, 256) for padded head dim block_d."""
+    return table[min(c for c in table if c >= block_d)]
+
+
 def _tile(config) -> Tile:
     return Tile(config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps,
                 config.num_stages, config.maxnreg)
@@ -1030,7 +1035,7 @@ def _pruner(tiles: dict, rel_bias_needs_wide_keys: bool):
         if named_args["seqlen_bucket"] == 0:
             wanted = [_SHORT_TILE]
         else:
-            wanted = tiles[min(c for c in tiles if c >= kwargs["BLOCK_D"])]
+            wanted = _for_head_dim(tiles, kwargs["BLOCK_D"])
         if rel_bias_needs_wide_keys and kwargs["HAS_REL_BIAS"] and not kwargs["CAUSAL"]:
             wanted = [tile for tile in wanted if tile.block_m <= tile.block_n]
             wanted = [tile for tile in wanted if tile.block_m >= 64] or wanted
@@ -1100,8 +1105,7 @@ def _rel_grad_tile(causal: bool, head_dim: int, seqlen_q: int, seqlen_k: int) ->
             return _CAUSAL_REL_GRAD_INTERPRETER_TILE
         if _seqlen_bucket(seqlen_q, seqlen_k) == 0:
             return _SHORT_TILE.block_m, _SHORT_TILE.block_n
-        return _CAUSAL_REL_GRAD_TILES[min(c for c in _CAUSAL_REL_GRAD_TILES
-                                          if c >= _head_block(head_dim))]
+        return _for_head_dim(_CAUSAL_REL_GRAD_TILES, _head_block(head_dim))
     if INTERPRETER:
         blocks = _BWD_KV_INTERPRETER_BLOCKS
     else:

@@ -74,7 +74,7 @@ def main():
         kernel, tiles, extra = kernels[name]
         if kernel is None:
             sys.exit(f"{args.kernel_file} has no kernel for --kernels {name}")
-        candidates = tiles[min(c for c in tiles if c >= block_d)]
+        candidates = fa._for_head_dim(tiles, block_d)
         for tile in [Tile(*t) for t in (candidates[:1] if args.first_only else candidates)]:
             constexprs = {**{f: f in features for f in FEATURES}, **extra, "HEAD_DIM": args.head_dim,
                           "BLOCK_D": block_d, "DOT_PRECISION": "tf32", "BLOCK_M": tile.block_m,

@@ -10,10 +10,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.timeout(600)
-def test_report_has_a_row_of_numbers_per_tile(tmp_path):
+def compiler_env(tmp_path) -> dict:
+    """The environment of a subprocess that compiles for sm_90: no interpreter, Triton's cache
+    in tmp_path."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.update(TRITON_DEFAULT_FP_FUSION="1", TMPDIR=str(tmp_path))
+    return env
+
+
+@pytest.mark.timeout(600)
+def test_report_has_a_row_of_numbers_per_tile(tmp_path):
+    env = compiler_env(tmp_path)
     result = subprocess.run([sys.executable, "scripts/kernel_report.py", "--kernels", "fwd", "--first-only"],
                             cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -36,8 +43,7 @@ def test_report_refuses_the_interpreter():
 def test_register_cap_reaches_ptxas(tmp_path):
     # The relative-bias forward takes about 170 registers uncapped; a tuning tile's
     # max_registers must reach ptxas (two programs of 8 warps per SM, four of 4).
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update(TRITON_DEFAULT_FP_FUSION="1", TMPDIR=str(tmp_path))
+    env = compiler_env(tmp_path)
     script = (
         "from kernels import flash_attention as fa\n"
         "from kernels.sm90_compile import FEATURES, compile_for_sm90, resource_report\n"
@@ -63,8 +69,7 @@ def test_register_cap_reaches_ptxas(tmp_path):
 def test_gradient_kernel_is_reported_on_the_tiles_its_launcher_uses(tmp_path):
     # With a causal mask the relative bias's gradient kernel walks a tile of its own (64 x 64 at
     # D = 64), not the dk/dv kernel's first tuning tile (64 x 128).
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update(TRITON_DEFAULT_FP_FUSION="1", TMPDIR=str(tmp_path))
+    env = compiler_env(tmp_path)
     result = subprocess.run([sys.executable, "scripts/kernel_report.py", "--kernels", "relgrad",
                              "--features", "CAUSAL,HAS_REL_BIAS", "--first-only"],
                             cwd=ROOT, env=env, capture_output=True, text=True)

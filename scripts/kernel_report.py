@@ -40,7 +40,8 @@ def rel_grad_tiles(fa, causal: bool) -> dict:
     kernel's tiles that its pruner keeps for a relative bias (the ones the gradient kernel can
     walk), at their warps and stages."""
     if causal and hasattr(fa, "_CAUSAL_REL_GRAD_TILES"):
-        return {d: [(bm, bn, warps, stages) for warps in (4, 8) for stages in (2, 3)]
+        tried = fa._rel_grad_launch.configs  # warps and stages only: the tile is fixed
+        return {d: [Tile(bm, bn, c.num_warps, c.num_stages, c.maxnreg) for c in tried]
                 for d, (bm, bn) in fa._CAUSAL_REL_GRAD_TILES.items()}
     prune = fa._pruner(fa._KEY_MAJOR_TILES, True)
     configs = fa._configs(fa._KEY_MAJOR_TILES)

@@ -15,16 +15,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "kernels"))  # the kernel package, installed or not
 
-from kernels.flash_attention import Tile  # noqa: E402
-from kernels.module_copy import load_kernel_copy  # noqa: E402
-from kernels.sm90_compile import FEATURES, compile_for_sm90, resource_report  # noqa: E402
+from megatron_lite_kernels.flash_attention import Tile  # noqa: E402
+from megatron_lite_kernels.module_copy import load_kernel_copy  # noqa: E402
+from megatron_lite_kernels.sm90_compile import FEATURES, compile_for_sm90, resource_report  # noqa: E402
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--kernel-file", default=str(ROOT / "kernels" / "flash_attention.py"),
+    parser.add_argument("--kernel-file", default=str(ROOT / "kernels" / "megatron_lite_kernels" / "flash_attention.py"),
                         help="the kernel module (an edited copy of kernels/flash_attention.py)")
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--features", default="", help=f"comma-separated, of {', '.join(FEATURES)}")

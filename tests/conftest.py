@@ -1,5 +1,5 @@
 """Suite-wide set-up: run Triton kernels through the interpreter where there is no CUDA GPU, and
-skip tests marked `gpu` there. TRITON_INTERPRET must be set before `kernels` is imported."""
+skip tests marked `gpu` there. TRITON_INTERPRET must be set before the kernel package (megatron_lite_kernels) is imported."""
 
 import os
 

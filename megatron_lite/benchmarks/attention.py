@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from kernels.flash_attention import flash_attn_func
-from kernels.module_copy import load_kernel_copy
+from megatron_lite_kernels.flash_attention import flash_attn_func
+from megatron_lite_kernels.module_copy import load_kernel_copy
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 RELATIVE_WINDOW = 128  # T5's relative_attention_max_distance
@@ -257,7 +257,7 @@ def launch_overhead_us(steps: int = 300) -> dict[str, float]:
     (B=1, H=1, N=128, D=64): what the CPU spends launching each implementation."""
     import time
 
-    from kernels.flash_attention import flash_attn_forward_op
+    from megatron_lite_kernels.flash_attention import flash_attn_forward_op
 
     shape = Shape(1, 1, 128, 64, True)
     ours_op = lambda q, k, v: flash_attn_forward_op(  # noqa: E731  (the custom op, undispatched)

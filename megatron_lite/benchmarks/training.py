@@ -42,7 +42,7 @@ def use_kernel_copy(path: str):
     """Route every model's flash attention through `flash_attn_func` of an edited copy of
     kernels/flash_attention.py at `path` (scripts/bench_train.py --kernel-file: a kernel change
     timed in whole training steps). Returns the loaded module."""
-    from kernels.module_copy import load_kernel_copy
+    from megatron_lite_kernels.module_copy import load_kernel_copy
     from megatron_lite.modules import attention
 
     module = load_kernel_copy(path, "megatron_lite_training_candidate")

@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from kernels.attention_reference import attention_reference
-from kernels.flash_attention import flash_attention_supported, flash_attn_func
+from megatron_lite_kernels.attention_reference import attention_reference
+from megatron_lite_kernels.flash_attention import flash_attention_supported, flash_attn_func
 from megatron_lite.config import TransformerConfig
 from megatron_lite.modules.rotary import apply_rotary
 

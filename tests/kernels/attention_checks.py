@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.attention_reference import attention_reference
-from kernels.flash_attention import flash_attn_func
+from megatron_lite_kernels.attention_reference import attention_reference
+from megatron_lite_kernels.flash_attention import flash_attn_func
 
 
 def _attention_with_grads(fn, q, k, v, dout, dlse, bias_dtype, **options):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from kernels.sm90_compile import FEATURES, compile_for_sm90, jit_function
+from megatron_lite_kernels.sm90_compile import FEATURES, compile_for_sm90, jit_function
 
 # Each feature on at least once, and the plain causal and non-causal kernels.
 FEATURE_SETS = [(), ("CAUSAL",), ("CAUSAL", "HAS_ALIBI", "HAS_SEGMENTS"),
@@ -20,7 +20,7 @@ FEATURE_SETS = [(), ("CAUSAL",), ("CAUSAL", "HAS_ALIBI", "HAS_SEGMENTS"),
 
 def main() -> int:
     assert os.environ.get("TRITON_INTERPRET", "0") != "1", "run without TRITON_INTERPRET"
-    import kernels.flash_attention as fa
+    import megatron_lite_kernels.flash_attention as fa
 
     tiles = dict(HEAD_DIM=96, BLOCK_D=128, DOT_PRECISION="tf32", BLOCK_M=64, BLOCK_N=64)
     failures = []

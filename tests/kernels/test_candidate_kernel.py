@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.flash_attention import flash_attn_func
+from megatron_lite_kernels.flash_attention import flash_attn_func
 from megatron_lite.benchmarks import attention as bench
 from tests.gpt_testing import REPO
 from tests.modules.test_attention import needs_kernel_on_cpu
@@ -15,7 +15,7 @@ from tests.modules.test_attention import needs_kernel_on_cpu
 def test_candidate_copy_registers_its_providers_and_matches_ours(monkeypatch):
     needs_kernel_on_cpu()
     monkeypatch.setattr(bench, "PROVIDERS", dict(bench.PROVIDERS))  # leave the real table alone
-    candidate = bench.load_candidate_kernel(str(REPO / "kernels" / "flash_attention.py"))
+    candidate = bench.load_candidate_kernel(str(REPO / "kernels" / "megatron_lite_kernels" / "flash_attention.py"))
     assert {"cand", "cand_alibi", "cand_relbias"} <= set(bench.PROVIDERS)
     assert candidate.flash_attn_func is not flash_attn_func
     q, k, v = (torch.randn(1, 40, 2, 32) for _ in range(3))

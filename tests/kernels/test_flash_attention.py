@@ -13,9 +13,9 @@ import triton.language as tl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import kernels.flash_attention as fa
-from kernels.attention_reference import attention_reference
-from kernels.flash_attention import dropout_keep_mask, flash_attn_func
+import megatron_lite_kernels.flash_attention as fa
+from megatron_lite_kernels.attention_reference import attention_reference
+from megatron_lite_kernels.flash_attention import dropout_keep_mask, flash_attn_func
 from tests.kernels.attention_checks import check_flash_attention
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

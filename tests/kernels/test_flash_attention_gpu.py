@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.flash_attention import dropout_keep_mask
+from megatron_lite_kernels.flash_attention import dropout_keep_mask
 from tests.kernels.attention_checks import check_flash_attention
 
 pytestmark = pytest.mark.gpu

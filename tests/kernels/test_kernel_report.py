@@ -45,8 +45,8 @@ def test_register_cap_reaches_ptxas(tmp_path):
     # max_registers must reach ptxas (two programs of 8 warps per SM, four of 4).
     env = compiler_env(tmp_path)
     script = (
-        "from kernels import flash_attention as fa\n"
-        "from kernels.sm90_compile import FEATURES, compile_for_sm90, resource_report\n"
+        "from megatron_lite_kernels import flash_attention as fa\n"
+        "from megatron_lite_kernels.sm90_compile import FEATURES, compile_for_sm90, resource_report\n"
         "flags = {f: f in ('CAUSAL', 'HAS_REL_BIAS') for f in FEATURES}\n"
         "tile = fa.Tile(64, 64, 4, 3, 128)\n"
         "assert tile in fa._ROW_MAJOR_TILES[64]\n"

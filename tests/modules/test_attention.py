@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import megatron_lite.modules.attention as attention_module
-from kernels.flash_attention import flash_attention_supported
+from megatron_lite_kernels.flash_attention import flash_attention_supported
 from megatron_lite.config import GPTModelConfig
 from megatron_lite.models import GPTModel
 from megatron_lite.training import masked_lm_loss

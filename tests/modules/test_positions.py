@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.attention_reference import relative_bias_matrix
+from megatron_lite_kernels.attention_reference import relative_bias_matrix
 from megatron_lite.modules import RelativePositionBias, alibi_slopes, t5_relative_buckets
 from tests.t5_testing import tiny_stack
 

@@ -40,7 +40,7 @@ def test_kernel_copy_replaces_the_models_flash_attention(tiny_corpus, tmp_path, 
 
     monkeypatch.setattr(attention, "flash_attn_func", attention.flash_attn_func)  # restored after
     copy = tmp_path / "edited_kernel.py"
-    copy.write_text((REPO / "kernels" / "flash_attention.py").read_text())
+    copy.write_text((REPO / "kernels" / "megatron_lite_kernels" / "flash_attention.py").read_text())
     module = use_kernel_copy(str(copy))
     assert attention.flash_attn_func is module.flash_attn_func
     original_forward, calls = module._forward, []

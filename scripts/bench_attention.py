@@ -4,8 +4,9 @@
     python scripts/bench_attention.py --seqlens 4096 --dims 128 --causal 1 --providers ours,sdpa_flash
     python scripts/bench_attention.py --candidate my_flash_attention.py --providers ours_relbias,cand_relbias
 
---candidate times an edited copy of kernels/flash_attention.py beside the committed kernel in the
-same run (providers cand, cand_alibi, cand_relbias): the A/B test for a kernel change.
+--candidate times an edited copy of the kernel (kernels/megatron_lite_kernels/flash_attention/)
+beside the committed kernel in the same run (providers cand, cand_alibi, cand_relbias): the A/B
+test for a kernel change. docs/benchmarks.md keeps the tables and JSON of these runs.
 """
 
 import argparse

@@ -1,24 +1,32 @@
-"""Training tokens/s and peak memory with the flash switches on vs off, one config per row.
+"""Training tokens/s and peak memory with the flash switches on vs off, one config per row:
+the training step of scripts/train.py (megatron_lite.benchmarks.training), timed.
 
     python scripts/bench_train.py --config-name megatron_t5_config --lengths 512:128,2048:512 \
-        --variants off,encoder,decoder,on --out t5_train.md -- +preset=t5/bench
-    python scripts/bench_train.py --config-name megatron_gpt_config --lengths 2048,8192 -- \
-        +preset=cpu_default trainer.accelerator=gpu trainer.precision=bf16-mixed
+        --variants off,encoder,decoder,on --peer --out t5_train.md -- +preset=t5/bench
+    python scripts/bench_train.py --config-name megatron_gpt_config --lengths 2048 \
+        --variants off,on --peer -- +preset=gpt/bench
 
 Everything after `--` is a Hydra override of the config, as for scripts/train.py; --lengths
 sets model.seq_length:model.data.seq_length_dec (T5) or model.encoder_seq_length (GPT), and each
-variant sets the flash switches. A variant that fails (e.g. out of memory) is a table entry.
---kernel-file times the flash variants with an edited copy of kernels/flash_attention.py (run
+variant sets the flash switches. Each row is printed as soon as it is measured; a variant that
+fails (e.g. out of memory) is a table entry. --json writes the rows with the machine, versions,
+date and command (the format of docs/benchmarks/*train*.json). --kernel-file times the flash
+variants with an edited copy of the kernel (kernels/megatron_lite_kernels/flash_attention/; run
 once with it and once without, on the same machine, for an A/B of a kernel change).
 """
 
 import argparse
+import gc
 import json
+import shlex
 import sys
+import time
 import traceback
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
+import triton
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -51,7 +59,8 @@ def parse_args() -> argparse.Namespace:
                         help="also time the Hugging Face model of the same shape (GPT-2 or T5, random "
                              "tokens, micro-batch size) after each length's variants")
     parser.add_argument("--kernel-file", default="",
-                        help="an edited copy of kernels/flash_attention.py for the flash variants")
+                        help="an edited copy of the kernel (kernels/megatron_lite_kernels/flash_attention/, "
+                             "in a form load_kernel_copy accepts) for the flash variants")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
     return parser.parse_args()
 
@@ -67,11 +76,11 @@ def run(args: argparse.Namespace) -> None:
     register_configs()
     if args.kernel_file:
         use_kernel_copy(args.kernel_file)
+    # Where the Hugging Face peer runs; our rows run where each config's trainer.accelerator says.
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     kernel = f"; kernel {args.kernel_file}" if args.kernel_file else ""
-    lines = [f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, "
-             f"torch {torch.__version__}; {args.steps} timed steps after {args.warmup}{kernel}", "",
-             *TABLE_HEADER]
+    lines = [f"device: {device_name(device)}, torch {torch.__version__}, triton {triton.__version__}; "
+             f"{args.steps} timed steps after {args.warmup}{kernel}", "", *TABLE_HEADER]
     records = []
     with initialize_config_dir(config_dir=args.config_path, version_base="1.3"):
         base = OmegaConf.to_object(compose(config_name=args.config_name, overrides=args.overrides))
@@ -84,7 +93,7 @@ def run(args: argparse.Namespace) -> None:
                 cfg = OmegaConf.to_object(compose(config_name=args.config_name, overrides=overrides))
                 reject_unknown_keys(cfg)
                 lines.append(measured_row(
-                    lambda: measure_training(cfg, steps=args.steps, warmup=args.warmup, device=device),
+                    lambda: measure_training(cfg, steps=args.steps, warmup=args.warmup),
                     lengths, variant, cfg, device, records))
                 print(lines[-1], flush=True)
             if args.peer:  # the Hugging Face model of the last variant's shape, micro-batch size
@@ -100,23 +109,43 @@ def run(args: argparse.Namespace) -> None:
     if args.out:
         Path(args.out).write_text(text)
     if args.json:
-        Path(args.json).write_text(json.dumps(records, indent=1))
+        Path(args.json).write_text(json.dumps(json_record(records, device), indent=1))
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def json_record(rows: list[dict], device: torch.device) -> dict:
+    """The rows with where, when and how they were measured, as docs/benchmarks/ keeps them."""
+    return {
+        "source": f"python {shlex.join(sys.argv)} ({time.strftime('%Y-%m-%d')})",
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "lightning": pl.__version__,
+        "rows": rows,
+    }
 
 
 def measured_row(measure, lengths: str, variant: str, cfg, device: torch.device, records: list,
                  batch: int | None = None) -> str:
     """The table row of measure() (a TrainingMeasurement), or of its failure (e.g. out of
-    memory), recorded in `records` either way."""
+    memory), recorded in `records` either way. batch: samples per step, model.global_batch_size
+    unless given."""
+    batch = cfg.model.global_batch_size if batch is None else batch
+    record = {"lengths": lengths, "variant": variant, "batch": batch}
     try:
         result = measure()
     except (torch.OutOfMemoryError, RuntimeError) as error:
         message = "".join(traceback.format_exception_only(error)).strip().splitlines()[0][:120]
-        records.append({"lengths": lengths, "variant": variant, "error": message})
+        records.append({**record, "error": message})
         return format_row(lengths, variant, cfg, None, f"failed: {message}", batch=batch)
     finally:
         if device.type == "cuda":
+            gc.collect()  # the Trainer and module of a run hold each other: free their memory for the next
             torch.cuda.empty_cache()
-    records.append({"lengths": lengths, "variant": variant, **vars(result)})
+    records.append({**record, **vars(result)})
     return format_row(lengths, variant, cfg, result, batch=batch)
 
 

@@ -141,8 +141,9 @@ PROVIDERS = {  # name: (builder, bias kind)
 
 def load_candidate_kernel(path: str):
     """Add providers cand, cand_alibi and cand_relbias: `flash_attn_func` of an edited copy of
-    kernels/flash_attention.py at `path`, to time a kernel change beside the committed kernel in
-    one run. Returns the loaded module."""
+    the kernel (kernels/megatron_lite_kernels/flash_attention/) at `path`, loaded by
+    `load_kernel_copy`, to time a kernel change beside the committed kernel in one run. Returns
+    the loaded module."""
     module = load_kernel_copy(path, "megatron_lite_candidate")
     for name, bias in (("cand", None), ("cand_alibi", "alibi"), ("cand_relbias", "relative")):
         PROVIDERS[name] = (_triton_kernel(module.flash_attn_func), bias)

@@ -1,28 +1,35 @@
-"""Training throughput and peak memory of a model, one config at a time: how the flash
-switches change a real training step.
+"""Training throughput and peak memory of a config: the step `scripts/train.py` runs, timed.
 
-A step here is what the Trainer runs: the family's loss on global_batch_size / micro_batch_size
-micro-batches under the precision's autocast, backward, gradient clipping, AdamW (fused on
-CUDA). The micro-batches are real samples of the config's data (span-corrupted pairs for T5),
-collated once before timing so that data loading is not measured. Throughput counts every
-position fed through the model, padding included (T5: encoder and decoder positions); peak
-memory is torch's allocator high-water mark over the timed steps (weights, gradients, optimizer
-state and activations), on CUDA only.
+`measure_training` calls `megatron_lite.training.train`, so the tokenizer, datasets,
+LightningModule (the family's loss, AdamW fused on CUDA, the schedule, clipping), data module,
+precision and Trainer are the ones a user's run builds. Only what writes files or interrupts the
+steps is switched off: checkpoints, the TensorBoard and CSV logs, the progress bar, the sample
+printed at the end, and validation (one pass of one batch after the last step, outside the
+clock: the config cannot have none). `trainer.max_steps` becomes warmup + steps.
+
+A callback times the steps after warm-up (compilation, autotuning) from the end of one optimizer
+step to the end of another, with CUDA synchronized at both ends, so a timed step holds all a
+step costs in a user's run: loading its micro-batches (model.data.num_workers applies), copying
+them to the device, forward, backward, clipping, the optimizer, Lightning's own work.
+
+Throughput counts every position fed through the model, padding included (T5: encoder and
+decoder positions); peak memory is torch's allocator high-water mark over the timed steps
+(weights, gradients, optimizer state and activations), on CUDA only.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
+import tempfile
 import time
 from typing import Callable
 
+import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 
 from megatron_lite.config import RunConfig
-from megatron_lite.training import build_optimizer, build_tokenizer_from_config, family_of, padded_vocab_size
+from megatron_lite.training import family_of, train
 from megatron_lite.training.callbacks import peak_flops
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -39,9 +46,10 @@ SWITCHES = {
 
 
 def use_kernel_copy(path: str):
-    """Route every model's flash attention through `flash_attn_func` of an edited copy of
-    kernels/flash_attention.py at `path` (scripts/bench_train.py --kernel-file: a kernel change
-    timed in whole training steps). Returns the loaded module."""
+    """Route every model's flash attention through `flash_attn_func` of an edited copy of the
+    kernel (kernels/megatron_lite_kernels/flash_attention/) at `path`, loaded by
+    `load_kernel_copy` (scripts/bench_train.py --kernel-file: a kernel change timed in whole
+    training steps). Returns the loaded module."""
     from megatron_lite_kernels.module_copy import load_kernel_copy
     from megatron_lite.modules import attention
 
@@ -68,81 +76,141 @@ class TrainingMeasurement:
     losses: list[float]  # of the timed steps, to see that training runs sanely
 
 
-def _micro_batches(cfg: RunConfig, dataset, count: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
-    loader = DataLoader(dataset, batch_size=cfg.model.micro_batch_size, drop_last=True)
-    batches = list(itertools.islice(loader, count))
-    if not batches:
-        raise ValueError(
-            f"the training data holds fewer than model.micro_batch_size={cfg.model.micro_batch_size} samples"
-        )
-    return [{key: value.to(device) for key, value in batch.items()} for batch in batches]
+def _measurement(elapsed: float, steps: int, *, tokens_per_step: int, flops_per_step: float | None,
+                 peak: float | None, peak_memory_gib: float | None, losses: list[float]) -> TrainingMeasurement:
+    """MFU needs both the step's FLOPs and the device's peak."""
+    return TrainingMeasurement(
+        tokens_per_step=tokens_per_step,
+        step_ms=1e3 * elapsed / steps,
+        tokens_per_sec=tokens_per_step * steps / elapsed,
+        peak_memory_gib=peak_memory_gib,
+        mfu=None if peak is None or flops_per_step is None else flops_per_step * steps / elapsed / peak,
+        losses=losses,
+    )
 
 
-def measure_training(cfg: RunConfig, *, steps: int, warmup: int, device: torch.device) -> TrainingMeasurement:
-    """Time `steps` optimizer steps after `warmup` untimed ones (compilation, autotuning)."""
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepTimer(pl.Callback):
+    """Times optimizer steps warmup + 1 .. warmup + steps of a run and keeps their losses.
+
+    The clock starts when `warmup` steps are done (at the start of training if none) and stops
+    at the end of step warmup + steps; peak memory is reset at the start. A step's loss is the
+    mean of its micro-batches' losses, as the module logs it: Lightning hands each micro-batch's
+    loss to on_train_batch_end already divided by the accumulation count, so they are summed.
+    """
+
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.warmup, self.steps = warmup, steps
+        self.device: torch.device | None = None
+        self.elapsed: float | None = None
+        self.peak_memory_gib: float | None = None
+        self._started: float | None = None
+        self._step_seen = 0
+        self._step_loss: torch.Tensor | float = 0.0
+        # Tensors until the end: reading a loss every step would synchronize the device.
+        self._losses: list[torch.Tensor] = []
+
+    @property
+    def losses(self) -> list[float]:
+        return [float(loss) for loss in self._losses]
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.device = pl_module.device
+        self._start_if_due(trainer)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        step_ended = trainer.global_step != self._step_seen
+        self._step_seen = trainer.global_step
+        if self._started is not None and self.elapsed is None:
+            self._step_loss = self._step_loss + outputs["loss"]
+            if step_ended:
+                self._losses.append(self._step_loss)
+                self._step_loss = 0.0
+            if trainer.global_step == self.warmup + self.steps:
+                self._stop()
+        self._start_if_due(trainer)
+
+    def _start_if_due(self, trainer: pl.Trainer) -> None:
+        if self._started is None and trainer.global_step == self.warmup:
+            _synchronize(self.device)
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+            self._started = time.perf_counter()
+
+    def _stop(self) -> None:
+        _synchronize(self.device)
+        self.elapsed = time.perf_counter() - self._started
+        if self.device.type == "cuda":
+            self.peak_memory_gib = torch.cuda.max_memory_allocated(self.device) / 2**30
+
+
+def measurement_config(cfg: RunConfig, *, steps: int, warmup: int, log_dir: str) -> RunConfig:
+    """cfg with max_steps = warmup + steps and nothing that writes files or pauses the steps
+    (the run folder `log_dir` gets only config.yaml). The learning-rate schedule keeps the
+    length it has in cfg's run, so the timed steps are that run's first steps, and a warm-up
+    longer than the benchmark is no error."""
+    total = warmup + steps
+    trainer = dataclasses.replace(
+        cfg.trainer, max_steps=total, val_check_interval=total, limit_val_batches=1,
+        num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False)
+    exp_manager = dataclasses.replace(
+        cfg.exp_manager, explicit_log_dir=log_dir, create_tensorboard_logger=False, create_csv_logger=False,
+        create_checkpoint_callback=False, resume_if_exists=False, resume_ignore_no_checkpoint=False,
+        resume_from_checkpoint=None)
+    inference = dataclasses.replace(cfg.inference, tokens_to_generate=0)
+    model = cfg.model
+    if model.optim.sched is not None:
+        sched = dataclasses.replace(model.optim.sched, max_steps=max(cfg.schedule_steps, total))
+        model = dataclasses.replace(model, optim=dataclasses.replace(model.optim, sched=sched))
+    return dataclasses.replace(cfg, trainer=trainer, exp_manager=exp_manager, inference=inference, model=model)
+
+
+def measure_training(cfg: RunConfig, *, steps: int, warmup: int) -> TrainingMeasurement:
+    """Time `steps` optimizer steps of `train(cfg)` after `warmup` untimed ones, on the device
+    the config's trainer.accelerator picks."""
     if cfg.trainer.world_size != 1:
         raise ValueError("the training benchmark runs one device: set trainer.devices=1 and trainer.num_nodes=1")
-    precision = cfg.trainer.lightning_precision
-    if precision not in (*AUTOCAST, "32-true"):
-        raise ValueError(f"trainer.precision={cfg.trainer.precision!r}: the benchmark runs bf16-mixed, 16-mixed or 32")
-    family = family_of(cfg)
-    torch.manual_seed(cfg.model.seed)
-    tokenizer = build_tokenizer_from_config(cfg)
-    train_set, _ = family.build_datasets(cfg, tokenizer)
-    model = family.model_type(cfg.model, padded_vocab_size(cfg, tokenizer)).to(device).train()
-    optimizer = build_optimizer(model, cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
-    accumulate = cfg.accumulate_grad_batches
-    batches = itertools.cycle(_micro_batches(cfg, train_set, min(8, (steps + warmup) * accumulate), device))
-    clip = cfg.trainer.gradient_clip_val
-
-    def step() -> torch.Tensor:
-        total = 0.0
-        for _ in range(accumulate):
-            with torch.autocast(device.type, dtype=AUTOCAST.get(precision), enabled=precision in AUTOCAST):
-                loss = family.loss(model, next(batches), cfg) / accumulate
-            scaler.scale(loss).backward()
-            total += loss.detach()
-        scaler.unscale_(optimizer)
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        return total
-
-    return time_training_steps(
-        step, steps=steps, warmup=warmup, device=device,
-        tokens_per_step=cfg.model.global_batch_size * family.tokens_per_sample(cfg),
-        flops_per_step=cfg.model.global_batch_size * family.flops_per_sample(model, cfg),
-        peak=peak_flops(device, precision),
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"the benchmark needs steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+    timer = StepTimer(warmup, steps)
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as log_dir:
+        run_cfg = measurement_config(cfg, steps=steps, warmup=warmup, log_dir=log_dir)
+        module = train(run_cfg, callbacks=[timer])
+    if timer.elapsed is None:
+        raise RuntimeError(f"training stopped before step {warmup + steps}; nothing was timed")
+    family, batch = family_of(cfg), cfg.model.global_batch_size
+    return _measurement(
+        timer.elapsed, steps,
+        tokens_per_step=batch * family.tokens_per_sample(cfg),
+        flops_per_step=batch * family.flops_per_sample(module.model, cfg),
+        peak=peak_flops(timer.device, cfg.trainer.lightning_precision),
+        peak_memory_gib=timer.peak_memory_gib,
+        losses=timer.losses,
     )
 
 
 def time_training_steps(step: Callable[[], torch.Tensor], *, steps: int, warmup: int, device: torch.device,
                         tokens_per_step: int, flops_per_step: float | None = None,
                         peak: float | None = None) -> TrainingMeasurement:
-    """Run `warmup` untimed steps, then time `steps` steps of `step` (which returns the loss).
-    MFU needs both the step's FLOPs and the device's peak; peak memory is measured on CUDA only."""
-    def synchronize() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
+    """Run `warmup` untimed calls of `step` (which returns the loss), then time `steps` calls:
+    for a loop of its own, as the Hugging Face peer has (megatron_lite.benchmarks.hf_peers)."""
     for _ in range(warmup):
         step()
-    synchronize()
+    _synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
     losses = [step() for _ in range(steps)]
-    synchronize()
+    _synchronize(device)
     elapsed = time.perf_counter() - started
-    return TrainingMeasurement(
-        tokens_per_step=tokens_per_step,
-        step_ms=1e3 * elapsed / steps,
-        tokens_per_sec=tokens_per_step * steps / elapsed,
+    return _measurement(
+        elapsed, steps, tokens_per_step=tokens_per_step, flops_per_step=flops_per_step, peak=peak,
         peak_memory_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-        mfu=None if peak is None or flops_per_step is None else flops_per_step * steps / elapsed / peak,
         losses=[float(loss) for loss in losses],
     )
 

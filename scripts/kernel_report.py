@@ -3,7 +3,8 @@ shared memory, registers and spills, layout conversions, vectorised or element-w
 per kernel and tile. A free predictor to read before timing a kernel change on the GPU.
 
     python scripts/kernel_report.py --head-dim 64 --features HAS_REL_BIAS
-    python scripts/kernel_report.py --kernel-file edited_copy.py --features CAUSAL,HAS_REL_BIAS
+    cp -r kernels/megatron_lite_kernels/flash_attention my_edit   # then edit my_edit/*.py
+    python scripts/kernel_report.py --kernel-copy my_edit --features CAUSAL,HAS_REL_BIAS
 
 Tiles are the module's own tuning candidates for the head dim (all of them, or --first-only).
 Run without TRITON_INTERPRET.
@@ -17,15 +18,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "kernels"))  # the kernel package, installed or not
 
-from megatron_lite_kernels.flash_attention import Tile  # noqa: E402
-from megatron_lite_kernels.module_copy import load_kernel_copy  # noqa: E402
+from megatron_lite_kernels.module_copy import KERNEL_PACKAGE, load_kernel_copy  # noqa: E402
 from megatron_lite_kernels.sm90_compile import FEATURES, compile_for_sm90, resource_report  # noqa: E402
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--kernel-file", default=str(ROOT / "kernels" / "megatron_lite_kernels" / "flash_attention.py"),
-                        help="the kernel module (an edited copy of kernels/flash_attention.py)")
+    parser.add_argument("--kernel-copy", default=str(KERNEL_PACKAGE),
+                        help="the kernel package (default: the installed one; or an edited copy "
+                             "of its folder)")
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--features", default="", help=f"comma-separated, of {', '.join(FEATURES)}")
     parser.add_argument("--kernels", default="fwd,kv,dq",
@@ -39,15 +40,16 @@ def rel_grad_tiles(fa, causal: bool) -> dict:
     with a causal mask its own tile at each warps/stages its tuner tries; without, the dk/dv
     kernel's tiles that its pruner keeps for a relative bias (the ones the gradient kernel can
     walk), at their warps and stages."""
-    if causal and hasattr(fa, "_CAUSAL_REL_GRAD_TILES"):
-        tried = fa._rel_grad_launch.configs  # warps and stages only: the tile is fixed
-        return {d: [Tile(bm, bn, c.num_warps, c.num_stages, c.maxnreg) for c in tried]
-                for d, (bm, bn) in fa._CAUSAL_REL_GRAD_TILES.items()}
-    prune = fa._pruner(fa._KEY_MAJOR_TILES, True)
-    configs = fa._configs(fa._KEY_MAJOR_TILES)
-    return {d: [fa._tile(c) for c in prune(configs, {"seqlen_bucket": 2}, BLOCK_D=d,
-                                            HAS_REL_BIAS=True, CAUSAL=False)]
-            for d in fa._KEY_MAJOR_TILES}
+    tuning = fa.tuning
+    if causal:
+        tried = tuning.rel_grad_launch.configs  # warps and stages only: the tile is fixed
+        return {d: [tuning.Tile(bm, bn, c.num_warps, c.num_stages, c.maxnreg) for c in tried]
+                for d, (bm, bn) in tuning.CAUSAL_REL_GRAD_TILES.items()}
+    prune = tuning.pruner(tuning.KEY_MAJOR_TILES, True)
+    configs = tuning.configs_of(tuning.KEY_MAJOR_TILES)
+    return {d: [tuning.tile_of(c) for c in prune(configs, {"seqlen_bucket": 2}, BLOCK_D=d,
+                                                 HAS_REL_BIAS=True, CAUSAL=False)]
+            for d in tuning.KEY_MAJOR_TILES}
 
 
 def main():
@@ -58,25 +60,24 @@ def main():
     unknown = set(features) - set(FEATURES)
     if unknown:
         sys.exit(f"unknown features {sorted(unknown)}; choose from {', '.join(FEATURES)}")
-    fa = load_kernel_copy(args.kernel_file, "megatron_lite_report")
-    block_d = fa._head_block(args.head_dim)
-    kernels = {"fwd": (fa._fwd_kernel, fa._ROW_MAJOR_TILES, {"EVEN_M": True}),
-               "kv": (fa._bwd_kv_kernel, fa._KEY_MAJOR_TILES, {}),
-               "dq": (fa._bwd_q_kernel, fa._DQ_TILES, {}),
-               "relgrad": (getattr(fa, "_rel_bias_grad_kernel", None),
+    fa = load_kernel_copy(args.kernel_copy, "megatron_lite_report")
+    tuning = fa.tuning
+    block_d = tuning.head_block(args.head_dim)
+    kernels = {"fwd": (fa.forward.fwd_kernel, tuning.ROW_MAJOR_TILES, {"EVEN_M": True}),
+               "kv": (fa.backward.bwd_kv_kernel, tuning.KEY_MAJOR_TILES, {}),
+               "dq": (fa.backward.bwd_q_kernel, tuning.DQ_TILES, {}),
+               "relgrad": (fa.relative_bias_grad.rel_bias_grad_kernel,
                            rel_grad_tiles(fa, "CAUSAL" in features), {})}
     if "relgrad" in args.kernels and "HAS_REL_BIAS" not in features:
         sys.exit("--kernels relgrad (the relative bias's gradient) needs --features HAS_REL_BIAS")
-    print(f"{Path(args.kernel_file).name}, D = {args.head_dim}, features: {', '.join(features) or 'none'}")
+    print(f"{args.kernel_copy}, D = {args.head_dim}, features: {', '.join(features) or 'none'}")
     print("| kernel | BLOCK_M x BLOCK_N, warps, stages | shared KiB | registers | spill bytes | "
           "layout conversions | 16-byte copies | 4-byte copies | global loads |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.kernels.split(","):
         kernel, tiles, extra = kernels[name]
-        if kernel is None:
-            sys.exit(f"{args.kernel_file} has no kernel for --kernels {name}")
-        candidates = fa._for_head_dim(tiles, block_d)
-        for tile in [Tile(*t) for t in (candidates[:1] if args.first_only else candidates)]:
+        candidates = tuning.for_head_dim(tiles, block_d)
+        for tile in candidates[:1] if args.first_only else candidates:
             constexprs = {**{f: f in features for f in FEATURES}, **extra, "HEAD_DIM": args.head_dim,
                           "BLOCK_D": block_d, "DOT_PRECISION": "tf32", "BLOCK_M": tile.block_m,
                           "BLOCK_N": tile.block_n}

@@ -4,7 +4,7 @@ It materialises the [B, H, Sq, Sk] score matrix, so it is the reference in tests
 float64 inputs for a high-precision answer, or in the inputs' own low precision to measure what
 ordinary PyTorch attention gets wrong) and the non-flash path of the models.
 
-Semantics shared with `kernels.flash_attention.flash_attn_func`:
+Semantics shared with `megatron_lite_kernels.flash_attention.flash_attn_func`:
 - q: [B, Sq, Hq, D], k and v: [B, Sk, Hkv, D], Hq a multiple of Hkv (query head h reads key/value
   head h // (Hq // Hkv)); the output has q's shape and dtype.
 - causal: query i sees key j iff j <= i + Sk - Sq (aligned bottom-right, as FlashAttention >= 2.1).

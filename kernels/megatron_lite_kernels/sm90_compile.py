@@ -20,7 +20,7 @@ from triton.compiler import ASTSource
 FEATURES = ("CAUSAL", "HAS_ALIBI", "HAS_REL_BIAS", "HAS_KEY_MASK", "HAS_SEGMENTS", "HAS_DROPOUT")
 POINTER_TYPES = {"KeyMask": "*u8", "SegIds": "*i32", "Slopes": "*fp32", "RelBias": "*fp16",
                  "DRelBias": "*fp32", "Lse": "*fp32", "Delta": "*fp32", "DLse": "*fp32",
-                 "Mask": "*i1"}
+                 "Mask": "*i1", "Bias": "*fp32", "Band": "*fp16"}
 
 
 def jit_function(kernel) -> triton.runtime.jit.JITFunction:

@@ -20,7 +20,15 @@ FEATURE_SETS = [(), ("CAUSAL",), ("CAUSAL", "HAS_ALIBI", "HAS_SEGMENTS"),
 
 def main() -> int:
     assert os.environ.get("TRITON_INTERPRET", "0") != "1", "run without TRITON_INTERPRET"
-    import megatron_lite_kernels.flash_attention as fa
+    from megatron_lite_kernels.flash_attention.backward import (
+        bwd_delta_kernel,
+        bwd_kv_kernel,
+        bwd_q_kernel,
+    )
+    from megatron_lite_kernels.flash_attention.dropout import dropout_mask_kernel
+    from megatron_lite_kernels.flash_attention.forward import fwd_kernel
+    from megatron_lite_kernels.flash_attention.relative_bias import band_kernel
+    from megatron_lite_kernels.flash_attention.relative_bias_grad import rel_bias_grad_kernel
 
     tiles = dict(HEAD_DIM=96, BLOCK_D=128, DOT_PRECISION="tf32", BLOCK_M=64, BLOCK_N=64)
     failures = []
@@ -29,18 +37,20 @@ def main() -> int:
         # The dk/dv kernel's tiles are wider in keys, as in its tuning table; the relative
         # bias's gradient kernel walks the same tiles without a causal mask (and rotates one),
         # square ones of its own with one.
-        kernels = [(fa._fwd_kernel, {"EVEN_M": False}), (fa._bwd_kv_kernel, {"BLOCK_N": 128}),
-                   (fa._bwd_q_kernel, {})]
+        kernels = [(fwd_kernel, {"EVEN_M": False}), (bwd_kv_kernel, {"BLOCK_N": 128}),
+                   (bwd_q_kernel, {})]
         if flags["HAS_REL_BIAS"]:
-            kernels.append((fa._rel_bias_grad_kernel, {} if flags["CAUSAL"] else {"BLOCK_N": 128}))
+            kernels.append((rel_bias_grad_kernel, {} if flags["CAUSAL"] else {"BLOCK_N": 128}))
         for kernel, extra in kernels:
             try:
                 compile_for_sm90(kernel, {**tiles, **flags, **extra})
             except Exception as error:  # report every failing variant, not just the first
                 failures.append(f"{jit_function(kernel).__name__} {features}: {error}")
-    for kernel, constexprs in ((fa._bwd_delta_kernel, dict(HAS_DLSE=True, HEAD_DIM=96, BLOCK_D=128,
-                                                           BLOCK_M=64)),
-                               (fa._dropout_mask_kernel, dict(BLOCK_M=32, BLOCK_N=32))):
+    for kernel, constexprs in ((bwd_delta_kernel, dict(HAS_DLSE=True, HEAD_DIM=96, BLOCK_D=128,
+                                                       BLOCK_M=64)),
+                               (dropout_mask_kernel, dict(BLOCK_M=32, BLOCK_N=32)),
+                               (band_kernel, dict(MIRRORED=True, CAUSAL=True, BLOCK_R=32,
+                                                  BLOCK_C=256))):
         try:
             compile_for_sm90(kernel, constexprs)
         except Exception as error:

@@ -13,9 +13,17 @@ import triton.language as tl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import megatron_lite_kernels.flash_attention as fa
 from megatron_lite_kernels.attention_reference import attention_reference
-from megatron_lite_kernels.flash_attention import dropout_keep_mask, flash_attn_func
+from megatron_lite_kernels.flash_attention import (
+    FlashAttentionUnavailable,
+    dropout_keep_mask,
+    flash_attn_forward_op,
+    flash_attn_func,
+)
+from megatron_lite_kernels.flash_attention import buffers, launch, support
+from megatron_lite_kernels.flash_attention.constants import LOG2E
+from megatron_lite_kernels.flash_attention.relative_bias import relative_bias_band
+from megatron_lite_kernels.flash_attention.relative_bias_grad import walk_range, window_zone
 from tests.kernels.attention_checks import check_flash_attention
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -38,7 +46,7 @@ def poisoned_outputs(monkeypatch):
     def poisoned(shape, dtype, device):
         buffer = torch.empty(shape, dtype=dtype, device=device)
         return buffer.fill_(True) if dtype == torch.bool else buffer.fill_(float("nan"))
-    monkeypatch.setattr(fa, "_alloc", poisoned)
+    monkeypatch.setattr(buffers, "alloc", poisoned)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -156,8 +164,8 @@ def _window_zones_kernel(Out, seqlen_q, seqlen_k, rel_window, CAUSAL: tl.constex
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """The dk/dv kernel's window zone [lo, hi) of each key block, by the kernel's own code."""
     n = tl.program_id(0)
-    zone_lo, zone_hi = fa._window_zone(n * BLOCK_N, seqlen_q, seqlen_k, rel_window, CAUSAL,
-                                       BLOCK_M, BLOCK_N)
+    zone_lo, zone_hi = window_zone(n * BLOCK_N, seqlen_q, seqlen_k, rel_window, CAUSAL,
+                                   BLOCK_M, BLOCK_N)
     tl.store(Out + 2 * n, zone_lo)
     tl.store(Out + 2 * n + 1, zone_hi)
 
@@ -165,7 +173,7 @@ def _window_zones_kernel(Out, seqlen_q, seqlen_k, rel_window, CAUSAL: tl.constex
 @pytest.mark.parametrize("block_m,block_n", [(16, 32), (64, 64), (64, 128), (32, 128)])
 @pytest.mark.parametrize("causal", [False, True])
 def test_gradient_walks_cover_every_window_tile(block_m, block_n, causal):
-    # The gradient kernel launches only the walks of _walk_range: every window tile of the
+    # The gradient kernel launches only the walks of walk_range: every window tile of the
     # dk/dv kernel must lie on one of them (a missing walk drops gradient silently), and for
     # long equal lengths no walk may be idle.
     for (seqlen_q, seqlen_k), window in itertools.product(
@@ -177,7 +185,7 @@ def test_gradient_walks_cover_every_window_tile(block_m, block_n, causal):
         walks = {(start_m - n * block_n) // block_m
                  for n, (lo, hi) in enumerate(zones.view(-1, 2).tolist())
                  for start_m in range(lo, hi, block_m)}
-        first, end = fa._walk_range(seqlen_q, seqlen_k, window, causal, block_m, block_n)
+        first, end = walk_range(seqlen_q, seqlen_k, window, causal, block_m, block_n)
         case = (seqlen_q, seqlen_k, window)
         assert first <= min(walks) and max(walks) < end, case
         if seqlen_q == seqlen_k == 1024:
@@ -220,12 +228,12 @@ def test_relative_bias_gradient_with_lse_gradient_and_blind_rows(poisoned_output
 def test_relative_bias_band_holds_every_tiles_bias(window, seqlen_q, seqlen_k, rows, cols,
                                                    keys_major, causal):
     """The kernels read a tile's bias as a block of the band at a clamped, 16-aligned column
-    (_band_tile); for every tile of the grid that block is log2(e) * bias[clamp(j - i')], and
+    (band_tile); for every tile of the grid that block is log2(e) * bias[clamp(j - i')], and
     -inf where j > i' with a causal mask (the kernels take the mask from the band). The
     forward's and dq's tiles are (queries, keys), the dk/dv kernel's (keys, queries)."""
     bias = t5_style_relative_bias(2, window).double()
-    band, band_start = fa._relative_bias_band(bias, seqlen_q, seqlen_k, torch.float32, keys_major,
-                                              causal)
+    band, band_start = relative_bias_band(bias, seqlen_q, seqlen_k, torch.float32, keys_major,
+                                          causal)
     band_cols = band.shape[2]
     assert band_start % 16 == 0 and band_cols % 16 == 0
     r = torch.arange(rows)[:, None]
@@ -236,7 +244,7 @@ def test_relative_bias_band_holds_every_tiles_bias(window, seqlen_q, seqlen_k, r
             col = min(max(start_c - start_r + band_start, 0), band_cols - cols)
             queries, keys = (start_c + c, start_r + r) if keys_major else (start_r + r, start_c + c)
             distance = keys - queries - (seqlen_k - seqlen_q)
-            expected = bias[:, distance.clamp(-window, window) + window] * fa.LOG2E
+            expected = bias[:, distance.clamp(-window, window) + window] * LOG2E.value
             if causal:
                 expected = expected.masked_fill(distance > 0, float("-inf"))
             torch.testing.assert_close(band[:, r, col + c], expected.float(), rtol=1e-6, atol=0)
@@ -283,13 +291,13 @@ def test_views_are_read_in_place(monkeypatch):
     fused = randn(1, 20, 3, 2, 16)
     q, k, v = fused.unbind(dim=2)
     seen = {}
-    real_forward = fa._forward
+    real_forward = launch.forward
 
     def spy(q_in, k_in, v_in, *args):
         seen["ptrs"] = (q_in.data_ptr(), k_in.data_ptr(), v_in.data_ptr())
         return real_forward(q_in, k_in, v_in, *args)
 
-    monkeypatch.setattr(fa, "_forward", spy)
+    monkeypatch.setattr(launch, "forward", spy)
     flash_attn_func(q, k, v)
     assert seen["ptrs"] == (q.data_ptr(), k.data_ptr(), v.data_ptr())
 
@@ -374,9 +382,9 @@ def test_mixed_devices_are_refused():
 
 
 def test_cpu_without_interpreter_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(fa, "INTERPRETER", False)
+    monkeypatch.setattr(support, "INTERPRETER", False)
     q, k, v = (torch.randn(1, 4, 2, 16) for _ in range(3))
-    with pytest.raises(fa.FlashAttentionUnavailable, match="TRITON_INTERPRET=1"):
+    with pytest.raises(FlashAttentionUnavailable, match="TRITON_INTERPRET=1"):
         flash_attn_func(q, k, v)
 
 
@@ -398,7 +406,7 @@ def test_custom_op_registration_passes_opcheck():
     lengths = torch.tensor([20], device=DEVICE)
     key_mask = (torch.arange(24, device=DEVICE)[None] < lengths[:, None]).view(torch.uint8)
     relative_bias = torch.randn(2, 9, device=DEVICE, requires_grad=True)
-    torch.library.opcheck(fa.flash_attn_forward_op,
+    torch.library.opcheck(flash_attn_forward_op,
                           (q, k, v, None, relative_bias, key_mask, None, True, 0.25, 0.0, 0))
 
 

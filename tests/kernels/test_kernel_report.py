@@ -45,15 +45,16 @@ def test_register_cap_reaches_ptxas(tmp_path):
     # max_registers must reach ptxas (two programs of 8 warps per SM, four of 4).
     env = compiler_env(tmp_path)
     script = (
-        "from megatron_lite_kernels import flash_attention as fa\n"
+        "from megatron_lite_kernels.flash_attention.forward import fwd_kernel\n"
+        "from megatron_lite_kernels.flash_attention.tuning import ROW_MAJOR_TILES, Tile\n"
         "from megatron_lite_kernels.sm90_compile import FEATURES, compile_for_sm90, resource_report\n"
         "flags = {f: f in ('CAUSAL', 'HAS_REL_BIAS') for f in FEATURES}\n"
-        "tile = fa.Tile(64, 64, 4, 3, 128)\n"
-        "assert tile in fa._ROW_MAJOR_TILES[64]\n"
+        "tile = Tile(64, 64, 4, 3, 128)\n"
+        "assert tile in ROW_MAJOR_TILES[64]\n"
         "constexprs = {**flags, 'EVEN_M': True, 'HEAD_DIM': 64, 'BLOCK_D': 64,\n"
         "              'DOT_PRECISION': 'tf32', 'BLOCK_M': tile.block_m, 'BLOCK_N': tile.block_n}\n"
         "for cap in (None, tile.max_registers):\n"
-        "    print(resource_report(compile_for_sm90(fa._fwd_kernel, constexprs, num_warps=tile.warps,\n"
+        "    print(resource_report(compile_for_sm90(fwd_kernel, constexprs, num_warps=tile.warps,\n"
         "        num_stages=tile.stages, max_registers=cap, aligned=True))['registers'])\n"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,

@@ -1,0 +1,73 @@
+"""flash_attn_func, the one entry point: argument checks, normalisation (masks to their
+kernel forms, biases to fp32), then the custom op (under torch.compile) or the eager autograd
+Function."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .checks import check_inputs
+from .op import EagerFlashAttention, flash_attn_forward_op
+
+
+def last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
+    """x itself where the kernels can read it in place (last stride 1), else a copy."""
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def flash_attn_func(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    softmax_scale: float | None = None,
+    dropout_p: float = 0.0,
+    alibi_slopes: torch.Tensor | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | None = None,
+    relative_bias: torch.Tensor | None = None,
+    return_lse: bool = False,
+    dropout_seed: int | None = None,
+):
+    """Softmax(q k^T * scale + bias, masked) v, computed by the Triton kernels.
+
+    q [B, Sq, Hq, D]; k, v [B, Sk, Hkv, D]. Returns out [B, Sq, Hq, D] (q's dtype), and with
+    return_lse also the log-sum-exp float32 [B, Hq, Sq] (differentiable). See the package doc
+    and `megatron_lite_kernels.attention_reference` for the exact semantics. Without
+    `dropout_seed`, a seed is drawn from torch's default generator, so `torch.manual_seed`
+    makes dropout reproducible.
+    `relative_bias` [Hq, 2W + 1] (differentiable) adds relative_bias[h, clamp(j - i', -W, W) + W]:
+    T5's bucketed bias, or any bias of the distance that is constant beyond W.
+    """
+    check_inputs(q, k, v, alibi_slopes, relative_bias, key_padding_mask, segment_ids, dropout_p)
+    batch, seqlen_q, _, head_dim = q.shape
+    seqlen_k = k.shape[1]
+    if softmax_scale is None:
+        softmax_scale = 1.0 / math.sqrt(head_dim)
+    if dropout_p > 0.0 and dropout_seed is None:
+        dropout_seed = int(torch.randint(0, 2**62, (1,), dtype=torch.int64).item())
+
+    key_mask = None
+    if key_padding_mask is not None:
+        if key_padding_mask.dtype != torch.bool:
+            positions = torch.arange(seqlen_k, device=q.device)
+            key_padding_mask = positions[None, :] < key_padding_mask[:, None]
+        key_mask = key_padding_mask.contiguous().view(torch.uint8)  # (B, Sk)
+    if segment_ids is not None:
+        segment_ids = segment_ids.to(torch.int32).contiguous()  # (B, S)
+    if alibi_slopes is not None:
+        alibi_slopes = alibi_slopes.to(torch.float32).contiguous()
+    if relative_bias is not None:
+        relative_bias = relative_bias.to(torch.float32).contiguous()  # (Hq, 2W + 1)
+
+    attention = (flash_attn_forward_op if torch.compiler.is_compiling()
+                 else EagerFlashAttention.apply)
+    out, lse = attention(
+        last_dim_contiguous(q), last_dim_contiguous(k), last_dim_contiguous(v),
+        alibi_slopes, relative_bias, key_mask, segment_ids,
+        bool(causal), float(softmax_scale), float(dropout_p), int(dropout_seed or 0),
+    )
+    return (out, lse) if return_lse else out

@@ -2,11 +2,13 @@
 
     python scripts/bench_attention.py --out bench.md
     python scripts/bench_attention.py --seqlens 4096 --dims 128 --causal 1 --providers ours,sdpa_flash
-    python scripts/bench_attention.py --candidate my_flash_attention.py --providers ours_relbias,cand_relbias
+    cp -r kernels/megatron_lite_kernels/flash_attention my_edit    # then edit my_edit/
+    python scripts/bench_attention.py --candidate my_edit --providers ours_relbias,cand_relbias
 
---candidate times an edited copy of the kernel (kernels/megatron_lite_kernels/flash_attention/)
-beside the committed kernel in the same run (providers cand, cand_alibi, cand_relbias): the A/B
-test for a kernel change. docs/benchmarks.md keeps the tables and JSON of these runs.
+--candidate times an edited copy of the kernel (a copy of the package folder, or a single-module
+kernel file) beside the committed kernel in the same run (providers cand, cand_alibi,
+cand_relbias): the A/B test for a kernel change. docs/benchmarks.md keeps the tables and JSON of
+these runs.
 """
 
 import argparse

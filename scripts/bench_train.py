@@ -8,11 +8,12 @@ the training step of scripts/train.py (megatron_lite.benchmarks.training), timed
 
 Everything after `--` is a Hydra override of the config, as for scripts/train.py; --lengths
 sets model.seq_length:model.data.seq_length_dec (T5) or model.encoder_seq_length (GPT), and each
-variant sets the flash switches. Each row is printed as soon as it is measured; a variant that
-fails (e.g. out of memory) is a table entry. --json writes the rows with the machine, versions,
-date and command (the format of docs/benchmarks/*train*.json). --kernel-file times the flash
-variants with an edited copy of the kernel (kernels/megatron_lite_kernels/flash_attention/; run
-once with it and once without, on the same machine, for an A/B of a kernel change).
+variant sets the flash switches. Each row is printed, and --out and --json rewritten, as soon as
+it is measured; a variant that fails (e.g. out of memory) is a table entry. --json holds the rows
+with the machine, versions, date and command (the format of docs/benchmarks/*train*.json).
+--kernel-file times the flash variants with an edited copy of the kernel
+(kernels/megatron_lite_kernels/flash_attention/; run once with it and once without, on the same
+machine, for an A/B of a kernel change).
 """
 
 import argparse
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
                 lines.append(measured_row(
                     lambda: measure_training(cfg, steps=args.steps, warmup=args.warmup),
                     lengths, variant, cfg, device, records))
-                print(lines[-1], flush=True)
+                report_row(args, lines, records, device)
             if args.peer:  # the Hugging Face model of the last variant's shape, micro-batch size
                 shape = PeerShape.of(cfg, family, padded_vocab_size(cfg, build_tokenizer_from_config(cfg)))
                 lines.append(measured_row(
@@ -103,11 +104,20 @@ def run(args: argparse.Namespace) -> None:
                                          cfg.model.micro_batch_size, steps=args.steps, warmup=args.warmup,
                                          device=device, precision=cfg.trainer.lightning_precision),
                     lengths, "HF peer", cfg, device, records, batch=cfg.model.micro_batch_size))
-                print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
+                report_row(args, lines, records, device)
+    print("\n" + table(lines))
+
+
+def table(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n"
+
+
+def report_row(args: argparse.Namespace, lines: list[str], records: list[dict], device: torch.device) -> None:
+    """Print the newest row and rewrite --out and --json with every row so far: a run stopped by
+    a time limit keeps what it measured."""
+    print(lines[-1], flush=True)
     if args.out:
-        Path(args.out).write_text(text)
+        Path(args.out).write_text(table(lines))
     if args.json:
         Path(args.json).write_text(json.dumps(json_record(records, device), indent=1))
 

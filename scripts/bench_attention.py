@@ -49,7 +49,8 @@ def parse_args():
     parser.add_argument("--out", default="", help="write the markdown tables here")
     parser.add_argument("--json", default="", help="write every measurement here")
     parser.add_argument("--candidate", default="",
-                        help="an edited copy of kernels/flash_attention.py to time as providers cand*")
+                        help="an edited copy of the kernel (package folder or single-module file) to "
+                             "time as providers cand*")
     return parser.parse_args()
 
 

@@ -43,10 +43,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 class RNGStateCallback(pl.Callback):
     """Saves the RNG states with each checkpoint and restores them when training resumes.
 
-    A checkpoint is written after validation, and nothing between it and the next training step
-    draws random numbers (loaders have their own generator, validation has no dropout), so the
-    saved state is exactly the one the next step starts from. It is restored in on_train_start,
-    after Lightning's set-up and sanity check, right before the first resumed step.
+    A checkpoint is written between optimizer steps (at a validation, or at the end of a training
+    step), and nothing between it and the next training step draws random numbers (loaders have
+    their own generator, validation has no dropout), so the saved state is exactly the one the
+    next step starts from. It is restored in on_train_start, after Lightning's set-up and sanity
+    check, right before the first resumed step.
     """
 
     def __init__(self) -> None:

@@ -41,6 +41,11 @@ class MegatronPretrainingSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return max(self.total_samples - self.consumed_samples, 0) // self.stride
 
+    @property
+    def batches_per_pass(self) -> int:
+        """Micro-batches this rank reads in a whole pass, wherever this sampler starts."""
+        return self.total_samples // self.stride
+
     def __iter__(self) -> Iterator[list[int]]:
         last_start = self.total_samples - self.stride
         for start in range(self.consumed_samples, last_start + 1, self.stride):
@@ -48,12 +53,28 @@ class MegatronPretrainingSampler(Sampler[list[int]]):
             yield list(range(first, first + self.micro_batch_size))
 
 
+class ResumableDataLoader(DataLoader):
+    """A loader whose sampler may start mid-pass (a resumed run), with the whole pass as length.
+
+    Lightning restores from the checkpoint how many batches of the current epoch the run has done,
+    and ends the epoch when that count reaches len(loader). The training set holds one pass for the
+    whole run (max_steps global batches), so the epoch is that pass and its length must be the
+    pass's. With the batches left as the length, the epoch would end as many batches early as were
+    done before the checkpoint, and the next epoch would iterate this loader again from the resume
+    point, training on those samples twice.
+    """
+
+    def __len__(self) -> int:
+        return self.batch_sampler.batches_per_pass
+
+
 class MegatronDataModule(pl.LightningDataModule):
     """Train and validation loaders over already-built datasets.
 
     The train loader starts at the LightningModule's consumed_samples, which a resumed run has
-    restored from its checkpoint before Lightning asks for the loaders. Validation always reads
-    the same first limit_val_batches global batches, so its losses are comparable over a run.
+    restored from its checkpoint before Lightning asks for the loaders; that is the whole data
+    position (Lightning's own loader state stays empty). Validation always reads the same first
+    limit_val_batches global batches, so its losses are comparable over a run.
     """
 
     def __init__(self, cfg: RunConfig, train_dataset: Dataset, valid_dataset: Dataset) -> None:
@@ -71,7 +92,7 @@ class MegatronDataModule(pl.LightningDataModule):
             data_parallel_size=self.trainer.world_size,
         )
         num_workers = self.cfg.model.data.num_workers
-        return DataLoader(
+        return ResumableDataLoader(
             dataset,
             batch_sampler=sampler,
             num_workers=num_workers,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
@@ -11,6 +12,11 @@ from megatron_lite.config import RunConfig
 from megatron_lite.training.callbacks import RNGStateCallback, ThroughputMonitor
 from megatron_lite.training.checkpointing import AtomicCheckpointIO
 from megatron_lite.training.exp_manager import RunPaths, build_checkpoint_callbacks, build_loggers
+
+# Lightning warns on every mid-epoch resume that a loader without state_dict() cannot resume.
+# Ours can: MegatronDataModule builds it at the checkpoint's consumed_samples, which Lightning
+# does not see.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
 
 
 def build_trainer(

@@ -16,6 +16,7 @@ import torch
 
 from megatron_lite.benchmarks.training import AUTOCAST, TrainingMeasurement, time_training_steps
 from megatron_lite.config import RunConfig
+from megatron_lite.extras import import_transformers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +39,7 @@ def build_peer(family: str, shape: PeerShape, seq_length: int):
     """An untrained Hugging Face GPT-2 ("gpt") or T5 ("t5") with the shape of our presets:
     GPT-2 with SDPA attention; T5 with its own attention (the relative bias rules out SDPA's
     fused kernels there), gelu feed-forward and 0.1 dropout like conf/preset/t5/bench.yaml."""
-    import transformers
+    transformers = import_transformers(needed_for="The Hugging Face peer of bench_train")
 
     if family == "gpt":
         config = transformers.GPT2Config(

@@ -11,8 +11,10 @@ from megatron_lite.config.data import GPTDataConfig, TokenizerConfig
 from megatron_lite.config.optim import OptimConfig
 from megatron_lite.config.transformer import TransformerConfig
 
-GPT_POSITION_TYPES = ("learned_absolute", "rope")
-FUTURE_POSITION_TYPES = ("alibi", "kerple", "xpos", "sandwich")
+# NeMo's types, and KERPLE's power variant (kerple is its logarithmic one, as in NeMo).
+GPT_POSITION_TYPES = ("learned_absolute", "rope", "alibi", "kerple", "kerple_power", "xpos",
+                      "sandwich")
+ROTARY_TYPES = ("rope", "xpos")
 
 
 @dataclass
@@ -57,6 +59,8 @@ class GPTModelConfig(ModelCommonConfig, TransformerConfig):
     rotary_percentage: float = 1.0
     rotary_base: float = 10000.0
     seq_len_interpolation_factor: Optional[float] = None
+    # xPos's decay scale (Sun et al., 2023: 512); not a NeMo key (NeMo fixes 2048).
+    xpos_scale_base: float = 512.0
     share_embeddings_and_output_weights: bool = True
 
     data: GPTDataConfig = field(default_factory=GPTDataConfig)
@@ -74,42 +78,52 @@ class GPTModelConfig(ModelCommonConfig, TransformerConfig):
 
     def _check_positions(self) -> None:
         position = self.position_embedding_type
-        if position in FUTURE_POSITION_TYPES:
-            raise ValueError(
-                f"model.position_embedding_type={position!r} is not implemented yet: it comes "
-                f"with the positional-embeddings work; use one of {GPT_POSITION_TYPES}"
-            )
         if position not in GPT_POSITION_TYPES:
-            raise ValueError(f"model.position_embedding_type={position!r} is not one of {GPT_POSITION_TYPES}")
+            raise ValueError(
+                f"model.position_embedding_type={position!r} is not one of {GPT_POSITION_TYPES}"
+            )
         if position == "learned_absolute" and self.encoder_seq_length > self.max_position_embeddings:
             raise ValueError(
                 f"model.encoder_seq_length={self.encoder_seq_length} exceeds "
                 f"model.max_position_embeddings={self.max_position_embeddings}: learned absolute "
                 "positions have no embedding beyond it"
             )
-        if position == "rope":
-            if not 0.0 < self.rotary_percentage <= 1.0:
+        self._check_type_specific_keys(position)
+        if position in ROTARY_TYPES:
+            self._check_rotary()
+
+    def _check_type_specific_keys(self, position: str) -> None:
+        """A key that only one position type reads, set away from its default under another
+        type, is a mistake (it would be silently ignored)."""
+        defaults = GPTModelConfig.__dataclass_fields__
+        for key, types in (("rotary_percentage", ("rope",)), ("rotary_base", ROTARY_TYPES),
+                           ("seq_len_interpolation_factor", ("rope",)),
+                           ("xpos_scale_base", ("xpos",))):
+            value = getattr(self, key)
+            if position not in types and value != defaults[key].default:
                 raise ValueError(
-                    f"model.rotary_percentage must be in (0, 1], got {self.rotary_percentage}"
+                    f"model.{key}={value} applies to position_embedding_type "
+                    f"{' or '.join(types)} only, not {position!r}: remove it or change the type"
                 )
-            rotary = self.head_dim * self.rotary_percentage
-            if rotary != int(rotary) or int(rotary) % 2:
-                raise ValueError(
-                    f"model.rotary_percentage={self.rotary_percentage} of the head dim "
-                    f"{self.head_dim} is {rotary}; it must be an even whole number of channels"
-                )
-            if self.rotary_base <= 0:
-                raise ValueError(f"model.rotary_base must be > 0, got {self.rotary_base}")
-            if self.seq_len_interpolation_factor is not None and self.seq_len_interpolation_factor < 1:
-                raise ValueError(
-                    "model.seq_len_interpolation_factor must be >= 1 (positions are divided by "
-                    f"it), got {self.seq_len_interpolation_factor}"
-                )
-        elif self.seq_len_interpolation_factor is not None:
+
+    def _check_rotary(self) -> None:
+        if not 0.0 < self.rotary_percentage <= 1.0:
+            raise ValueError(f"model.rotary_percentage must be in (0, 1], got {self.rotary_percentage}")
+        rotary = self.head_dim * self.rotary_percentage
+        if rotary != int(rotary) or int(rotary) % 2:
             raise ValueError(
-                "model.seq_len_interpolation_factor applies to rotary positions only; set "
-                "model.position_embedding_type=rope or leave it null"
+                f"model.rotary_percentage={self.rotary_percentage} of the head dim "
+                f"{self.head_dim} is {rotary}; it must be an even whole number of channels"
             )
+        if self.rotary_base <= 0:
+            raise ValueError(f"model.rotary_base must be > 0, got {self.rotary_base}")
+        if self.seq_len_interpolation_factor is not None and self.seq_len_interpolation_factor < 1:
+            raise ValueError(
+                "model.seq_len_interpolation_factor must be >= 1 (positions are divided by "
+                f"it), got {self.seq_len_interpolation_factor}"
+            )
+        if self.xpos_scale_base <= 0:
+            raise ValueError(f"model.xpos_scale_base must be > 0, got {self.xpos_scale_base}")
 
     @property
     def rotary_dim(self) -> int:

@@ -14,7 +14,8 @@ from megatron_lite.config.model import ModelCommonConfig
 from megatron_lite.config.run import RunConfig
 from megatron_lite.config.transformer import TransformerConfig
 
-T5_POSITION_TYPES = ("learned_absolute", "relative", "alibi")
+# NeMo's types for a T5 stack, and KERPLE's power variant (kerple is its logarithmic one).
+T5_POSITION_TYPES = ("learned_absolute", "relative", "alibi", "kerple", "kerple_power")
 
 
 @dataclass
@@ -34,7 +35,7 @@ class T5StackConfig(TransformerConfig):
         if not self.relative_position_bias_self_attention_only:
             raise ValueError(
                 f"{prefix}relative_position_bias_self_attention_only=False is not implemented: the "
-                "relative bias (and ALiBi) apply to self-attention, never to cross-attention"
+                "positional biases apply to self-attention, never to cross-attention"
             )
         if position == "relative":
             self._check_buckets(prefix, bidirectional)

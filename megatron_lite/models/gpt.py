@@ -1,4 +1,9 @@
-"""GPT: token (+ learned position) embedding, a stack of transformer layers, an output layer."""
+"""GPT: token (+ learned position) embedding, a stack of transformer layers, an output layer.
+
+Positions (model.position_embedding_type): learned absolute embeddings; rope or xpos, which
+rotate q and k; or a bias of the key - query distance added to the attention scores (alibi,
+kerple, kerple_power, sandwich), computed once per forward and shared by every layer.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from megatron_lite.config import GPTModelConfig
-from megatron_lite.modules import RotaryEmbedding, TransformerBlock, init_weights
+from megatron_lite.modules import (
+    RotaryEmbedding,
+    TransformerBlock,
+    bias_inputs,
+    build_position_bias,
+    init_weights,
+)
 
 
 class GPTEmbedding(nn.Module):
@@ -24,6 +35,12 @@ class GPTEmbedding(nn.Module):
     def forward(self, tokens: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         x = self.word_embeddings(tokens)  # (B, S, C)
         if self.position_embeddings is not None:
+            limit = self.position_embeddings.num_embeddings
+            if tokens.shape[1] > limit:  # an out-of-range lookup would fail deep inside
+                raise ValueError(
+                    f"a sequence of {tokens.shape[1]} tokens is longer than "
+                    f"model.max_position_embeddings={limit}: learned absolute positions have no "
+                    "embedding beyond it")
             x = x + self.position_embeddings(position_ids)
         return self.dropout(x)
 
@@ -34,7 +51,9 @@ class GPTModel(nn.Module):
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.embedding = GPTEmbedding(cfg, vocab_size)
-        self.rotary = RotaryEmbedding(cfg) if cfg.position_embedding_type == "rope" else None
+        self.rotary = (RotaryEmbedding(cfg) if cfg.position_embedding_type in ("rope", "xpos")
+                       else None)
+        self.relative_position_bias = build_position_bias(cfg, bidirectional=False)
         self.decoder = TransformerBlock(cfg)
         self.output_layer = (
             None
@@ -61,7 +80,9 @@ class GPTModel(nn.Module):
             position_ids = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
         x = self.embedding(tokens, position_ids)  # (B, S, C)
         rotary = self.rotary(position_ids) if self.rotary is not None else None
-        x = self.decoder(x, rotary, segment_ids)  # (B, S, C)
+        seqlen = tokens.shape[1]
+        bias = bias_inputs(self.relative_position_bias, seqlen, seqlen)
+        x = self.decoder(x, rotary, segment_ids, **bias)  # (B, S, C)
         if self.output_layer is None:
             return F.linear(x, self.embedding.word_embeddings.weight)  # (B, S, V)
         return self.output_layer(x)  # (B, S, V)

@@ -3,8 +3,9 @@
 The encoder reads the corrupted text with bidirectional self-attention, its padding masked as
 keys; the decoder reads the target shifted right with causal self-attention, then attends to
 the encoder's output (cross-attention, the encoder's padding masked). Positions per stack:
-learned absolute embeddings, T5's relative bias (self-attention only, one table per stack shared
-by its layers), or ALiBi. The word embeddings are shared between the stacks and with the output
+learned absolute embeddings, or a bias of the key - query distance in self-attention, computed
+once per forward and shared by the stack's layers: T5's relative bias (one table per stack),
+ALiBi or KERPLE. The word embeddings are shared between the stacks and with the output
 layer, or not, as share_token_embeddings / share_decoder_tokens_head_embeddings say.
 """
 
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from megatron_lite.config import T5ModelConfig, T5StackConfig
-from megatron_lite.modules import RelativePositionBias, TransformerBlock, alibi_slopes, init_weights
+from megatron_lite.modules import TransformerBlock, bias_inputs, build_position_bias, init_weights
 
 
 class T5Stack(nn.Module):
@@ -29,12 +30,7 @@ class T5Stack(nn.Module):
             nn.Embedding(max_position_embeddings, cfg.hidden_size)
             if position == "learned_absolute" else None
         )
-        self.relative_position_bias = (
-            RelativePositionBias(cfg, bidirectional=not decoder) if position == "relative" else None
-        )
-        # Fixed slopes: a function of the head count, so not saved in checkpoints.
-        slopes = alibi_slopes(cfg.num_attention_heads) if position == "alibi" else None
-        self.register_buffer("alibi_slopes", slopes, persistent=False)
+        self.relative_position_bias = build_position_bias(cfg, bidirectional=not decoder)
         self.dropout = nn.Dropout(embedding_dropout)
         self.block = TransformerBlock(cfg, causal=decoder, cross_attention=decoder)
 
@@ -49,12 +45,12 @@ class T5Stack(nn.Module):
         """Word embeddings x [B, S, C] -> hidden states [B, S, C]."""
         if self.position_embeddings is not None:
             x = x + self.position_embeddings.weight[: x.shape[1]]
-        relative_bias = None if self.relative_position_bias is None else self.relative_position_bias()
+        seqlen = x.shape[1]
+        bias = bias_inputs(self.relative_position_bias, seqlen, seqlen)
         return self.block(
             self.dropout(x),
             key_padding_mask=key_padding_mask,
-            relative_bias=relative_bias,  # (H, 2W + 1)
-            alibi_slopes=self.alibi_slopes,  # (H,)
+            **bias,
             context=context,
             context_padding_mask=context_padding_mask,
         )

@@ -19,7 +19,7 @@ from torch import nn
 from megatron_lite_kernels.attention_reference import attention_reference
 from megatron_lite_kernels.flash_attention import flash_attention_supported, flash_attn_func
 from megatron_lite.config import TransformerConfig
-from megatron_lite.modules.rotary import apply_rotary
+from megatron_lite.modules.rotary import RotaryTables, rotate_queries_and_keys
 
 
 @functools.cache
@@ -52,8 +52,8 @@ def dot_product_attention(
     """softmax(q k^T * scale + bias, masked) v: q [B, Sq, Hq, D], k, v [B, Sk, Hkv, D] -> [B, Sq, Hq, D].
 
     scale defaults to 1 / sqrt(D). key_padding_mask: bool [B, Sk], True on real keys.
-    relative_bias: [Hq, 2W + 1], added by clamped distance j - i (differentiable).
-    alibi_slopes: [Hq], adds -slope * |i - j| (constant).
+    relative_bias: [Hq, 2W + 1], added by clamped distance j - i' (differentiable: T5's buckets,
+    KERPLE, Sandwich). alibi_slopes: [Hq], adds -slope * |j - i'| (constant).
     """
     options = dict(
         causal=causal, softmax_scale=softmax_scale, dropout_p=dropout_p, segment_ids=segment_ids,
@@ -113,7 +113,7 @@ class SelfAttention(_Attention):
     def forward(
         self,
         x: torch.Tensor,
-        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rotary: RotaryTables | None = None,
         segment_ids: torch.Tensor | None = None,
         *,
         key_padding_mask: torch.Tensor | None = None,
@@ -126,7 +126,7 @@ class SelfAttention(_Attention):
         k = k.view(batch, seqlen, self.num_groups, self.head_dim)  # (B, S, Hkv, D)
         v = v.view(batch, seqlen, self.num_groups, self.head_dim)  # (B, S, Hkv, D)
         if rotary is not None:
-            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+            q, k = rotate_queries_and_keys(q, k, rotary)
         return self._attend_and_project(
             q, k, v, causal=self.causal, segment_ids=segment_ids, key_padding_mask=key_padding_mask,
             relative_bias=relative_bias, alibi_slopes=alibi_slopes,

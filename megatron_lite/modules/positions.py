@@ -1,25 +1,41 @@
-"""Positional biases added to the attention scores: T5's learned relative bias, and ALiBi.
+"""Positional biases added to the attention scores, each a function of the key - query distance
+d = j - i' (i' = i + Sk - Sq: bottom-right aligned when Sq != Sk, as in decoding).
 
-Both are functions of the distance j - i between a key j and a query i, which is how the
-attention seam takes them (never as an [Sq, Sk] matrix):
+- T5's learned relative bias sorts distances into buckets (per direction: one bucket per distance
+  below max_exact, then log-spaced buckets up to max_distance, beyond which everything shares the
+  last bucket) and learns one bias per bucket and head. It is constant beyond W = max_distance,
+  so the [num_buckets, H] table gathered at the buckets of distances -W..W is the [H, 2W + 1]
+  vector the kernel reads; the gather is autograd's, so the kernel's gradient of that vector
+  flows back to the table.
+- ALiBi (Press et al., 2022) adds -slope_h * |d| with fixed per-head slopes: the kernel computes
+  it from the slopes.
+- KERPLE (Chi et al., 2022) learns a kernel of |d| per head: logarithmic,
+  -b * log(1 + a * |d|^p), or power, -r1 * |d|^r2 (parameters kept in range by clamping).
+- Sandwich (Chi et al., 2023): the inner product of the sinusoidal embeddings of i and j, which
+  depends on d only, shifted to 0 at d = 0 and scaled per head (NeMo's form).
 
-- T5 sorts distances into buckets (per direction: one bucket per distance below max_exact, then
-  log-spaced buckets up to max_distance, beyond which everything shares the last bucket) and
-  learns one bias per bucket and head. Every distance >= max_distance is in the last bucket, so
-  the bias is constant beyond W = max_distance, and the [num_buckets, H] table gathered at the
-  buckets of distances -W..W is the [H, 2W + 1] vector the kernel reads. The gather is autograd's,
-  so the kernel's gradient of that vector flows back to the table.
-- ALiBi adds -slope_h * |i - j| with fixed per-head slopes (Press et al., 2022).
+Each module gives, per attention call, the keywords of dot_product_attention that carry it
+(`attention_inputs(seqlen_q, seqlen_k)`). KERPLE and Sandwich go as their formula's values at
+every distance the call holds ([H, 2W + 1], W = max(Sq, Sk) - 1): the kernel reads them without
+an [Sq, Sk] tensor, and its gradient of that vector (the scores' gradient summed by distance,
+inside the kernel) flows to KERPLE's parameters through autograd; the PyTorch path expands the
+same values into the [H, Sq, Sk] bias it adds to its scores.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 from torch import nn
 
-from megatron_lite.config import T5StackConfig
+from megatron_lite.config import T5StackConfig, TransformerConfig
+
+# KERPLE's parameters are clamped into their valid range on every use, as the paper does:
+# positive, and the power at most 2 (the kernel stays conditionally positive definite).
+KERPLE_MIN = 1e-2
+KERPLE_MAX_POWER = 2.0
 
 
 def t5_relative_buckets(distance: torch.Tensor, *, bidirectional: bool, num_buckets: int,
@@ -45,6 +61,22 @@ def t5_relative_buckets(distance: torch.Tensor, *, bidirectional: bool, num_buck
     return buckets + torch.where(distance < max_exact, distance, log_bucket)
 
 
+def alibi_slopes(num_heads: int) -> torch.Tensor:
+    """float32 [num_heads]: 2^(-8 h / n) for h = 1..n with n = num_heads a power of two; otherwise
+    the slopes of the nearest smaller power of two, then every other slope of the next one."""
+    def geometric(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
+
+    power = 2 ** math.floor(math.log2(num_heads))
+    slopes = geometric(power) + geometric(2 * power)[0::2][: num_heads - power]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+def distance_window(seqlen_q: int, seqlen_k: int) -> int:
+    """W such that every distance j - i' of an Sq x Sk attention lies in [-W, W]."""
+    return max(seqlen_q, seqlen_k) - 1
+
+
 class RelativePositionBias(nn.Module):
     """T5's learned relative position bias of one stack, shared by the self-attention of all its
     layers: a [num_buckets, H] table, and per forward the [H, 2W + 1] bias of distances -W..W."""
@@ -66,13 +98,104 @@ class RelativePositionBias(nn.Module):
         """[H, 2W + 1]: entry d + W is the bias of key - query distance d."""
         return self.relative_attention_bias.weight[self.bucket_of_distance].t()
 
+    def attention_inputs(self, seqlen_q: int, seqlen_k: int) -> dict[str, torch.Tensor]:
+        return {"relative_bias": self()}  # (H, 2W + 1)
 
-def alibi_slopes(num_heads: int) -> torch.Tensor:
-    """float32 [num_heads]: 2^(-8 h / n) for h = 1..n with n = num_heads a power of two; otherwise
-    the slopes of the nearest smaller power of two, then every other slope of the next one."""
-    def geometric(n: int) -> list[float]:
-        return [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
 
-    power = 2 ** math.floor(math.log2(num_heads))
-    slopes = geometric(power) + geometric(2 * power)[0::2][: num_heads - power]
-    return torch.tensor(slopes, dtype=torch.float32)
+class AlibiBias(nn.Module):
+    """ALiBi: fixed slopes, a function of the head count (not saved in checkpoints)."""
+
+    def __init__(self, num_heads: int) -> None:
+        super().__init__()
+        self.register_buffer("slopes", alibi_slopes(num_heads), persistent=False)
+
+    def attention_inputs(self, seqlen_q: int, seqlen_k: int) -> dict[str, torch.Tensor]:
+        return {"alibi_slopes": self.slopes}  # (H,)
+
+
+class DistanceFunctionBias(nn.Module):
+    """A bias given as a formula of the distance (`values`), for every distance of a call."""
+
+    def values(self, distance: torch.Tensor) -> torch.Tensor:
+        """float32 [H, N] for the int64 distances j - i' [N]."""
+        raise NotImplementedError
+
+    def attention_inputs(self, seqlen_q: int, seqlen_k: int) -> dict[str, torch.Tensor]:
+        window = distance_window(seqlen_q, seqlen_k)
+        device = next(itertools.chain(self.parameters(), self.buffers())).device
+        distance = torch.arange(-window, window + 1, device=device)  # (2W + 1,)
+        return {"relative_bias": self.values(distance)}  # (H, 2W + 1)
+
+
+class KerpleBias(DistanceFunctionBias):
+    """KERPLE's learned kernels of |d|, per head. log: -b * log(1 + a * |d|^p), b initialised
+    to the ALiBi slopes and a = p = 1 (NeMo's initialisation); power: -r1 * |d|^r2, r1
+    initialised to the ALiBi slopes and r2 = 1, so that it starts as ALiBi. Names follow NeMo
+    (kerple_a, kerple_b, kerple_p)."""
+
+    def __init__(self, num_heads: int, kind: str) -> None:
+        super().__init__()
+        if kind not in ("log", "power"):
+            raise ValueError(f"KERPLE's kind is 'log' or 'power', got {kind!r}")
+        self.kind = kind
+        slopes = alibi_slopes(num_heads)
+        if kind == "log":
+            self.kerple_a = nn.Parameter(torch.ones(num_heads))
+            self.kerple_b = nn.Parameter(slopes.clone())
+            self.kerple_p = nn.Parameter(torch.ones(num_heads))
+        else:
+            self.kerple_r1 = nn.Parameter(slopes.clone())
+            self.kerple_r2 = nn.Parameter(torch.ones(num_heads))
+
+    def values(self, distance: torch.Tensor) -> torch.Tensor:
+        magnitude = distance.abs().to(torch.float32)[None, :]  # (1, N)
+        if self.kind == "log":
+            a = self.kerple_a.clamp(min=KERPLE_MIN)[:, None]  # (H, 1)
+            b = self.kerple_b.clamp(min=KERPLE_MIN)[:, None]
+            p = self.kerple_p.clamp(KERPLE_MIN, KERPLE_MAX_POWER)[:, None]
+            return -b * torch.log1p(a * magnitude.pow(p))  # (H, N)
+        r1 = self.kerple_r1.clamp(min=KERPLE_MIN)[:, None]
+        r2 = self.kerple_r2.clamp(KERPLE_MIN, KERPLE_MAX_POWER)[:, None]
+        return -r1 * magnitude.pow(r2)  # (H, N)
+
+
+class SandwichBias(DistanceFunctionBias):
+    """Sandwich: sum_k cos(|d| w_k) over the head dim's D/2 sinusoid frequencies
+    w_k = 10000^(-2k / D), k = 1..D/2, minus D/2 (0 at d = 0), divided by 8 h / H for head
+    h = 1..H (NeMo's scaling). Fixed: no parameters."""
+
+    def __init__(self, num_heads: int, head_dim: int) -> None:
+        super().__init__()
+        k = torch.arange(1, head_dim // 2 + 1, dtype=torch.float64)
+        self.register_buffer("frequencies", 10000.0 ** (-2.0 * k / head_dim), persistent=False)
+        heads = torch.arange(1, num_heads + 1, dtype=torch.float64)
+        self.register_buffer("head_scales", heads * 8.0 / num_heads, persistent=False)
+
+    def values(self, distance: torch.Tensor) -> torch.Tensor:
+        # In float64: the cosines of large |d| w_k lose digits in float32.
+        angles = distance.abs().to(torch.float64)[:, None] * self.frequencies  # (N, D / 2)
+        inner = torch.cos(angles).sum(-1) - self.frequencies.numel()  # (N,)
+        return (inner[None, :] / self.head_scales[:, None]).to(torch.float32)  # (H, N)
+
+
+def build_position_bias(cfg: TransformerConfig, *, bidirectional: bool) -> nn.Module | None:
+    """The bias module of a stack's self-attention for its position_embedding_type, or None
+    (learned absolute positions, rope and xpos act on the embeddings or on q and k)."""
+    position = cfg.position_embedding_type
+    heads = cfg.num_attention_heads
+    if position == "relative":
+        return RelativePositionBias(cfg, bidirectional=bidirectional)
+    if position == "alibi":
+        return AlibiBias(heads)
+    if position == "kerple":
+        return KerpleBias(heads, "log")
+    if position == "kerple_power":
+        return KerpleBias(heads, "power")
+    if position == "sandwich":
+        return SandwichBias(heads, cfg.head_dim)
+    return None
+
+
+def bias_inputs(bias: nn.Module | None, seqlen_q: int, seqlen_k: int) -> dict[str, torch.Tensor]:
+    """The attention keywords that carry `bias` (from build_position_bias) for one call."""
+    return {} if bias is None else bias.attention_inputs(seqlen_q, seqlen_k)

@@ -17,8 +17,9 @@ from megatron_lite.config import TransformerConfig
 from megatron_lite.modules.attention import CrossAttention, SelfAttention
 from megatron_lite.modules.mlp import MLP
 from megatron_lite.modules.norms import build_norm
+from megatron_lite.modules.rotary import RotaryTables
 
-Rotary = tuple[torch.Tensor, torch.Tensor] | None
+Rotary = RotaryTables | None
 
 
 class TransformerLayer(nn.Module):

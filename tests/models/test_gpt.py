@@ -60,7 +60,8 @@ def test_post_ln_normalizes_after_each_residual_and_has_no_final_norm():
 def test_partial_rotary_rotates_the_leading_channels_only():
     cfg = config(position_embedding_type="rope", rotary_percentage=0.5, kv_channels=16)
     positions = torch.arange(10)[None]
-    cos, sin = RotaryEmbedding(cfg)(positions)
+    cos, sin, xpos_scale = RotaryEmbedding(cfg)(positions)
+    assert xpos_scale is None
     assert cos.shape == (1, 10, 1, 8)
     x = torch.randn(1, 10, 4, 16)
     out = apply_rotary(x, cos, sin)

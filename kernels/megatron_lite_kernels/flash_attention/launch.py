@@ -82,8 +82,9 @@ def forward(q, k, v, alibi_slopes, relative_bias, key_mask, segment_ids, causal,
 
 
 def backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_mask, segment_ids,
-             causal, softmax_scale, dropout_p, seed):
-    """dq, dk, dv, and the relative bias gradient (fp32 [Hq, 2W + 1]; empty without one)."""
+             causal, softmax_scale, dropout_p, seed, relative_bias_grad=True):
+    """dq, dk, dv, and the relative bias gradient (fp32 [Hq, 2W + 1]; empty without a bias;
+    relative_bias_grad=False: not computed, zeros)."""
     batch, seqlen_q, num_heads, head_dim = q.shape
     seqlen_k, num_kv_heads = k.shape[1], k.shape[2]
     if dout.stride(-1) != 1:
@@ -121,7 +122,7 @@ def backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_mas
         *bsh_strides(dk), *bsh_strides(dv), *strides, *scalars(rel_scalars),
         **meta, **BWD_KV_INTERPRETER_BLOCKS,
     )
-    if relative_bias is not None:
+    if relative_bias is not None and relative_bias_grad:
         _launch_rel_bias_grad(q, k, v, dout, lse, delta, drel, pointers, strides, rel_scalars,
                               softmax_scale, dropout_p, seed, meta)
         if dlse is not None:

@@ -37,15 +37,18 @@ def flash_attn_backward_op(
     alibi_slopes: Optional[torch.Tensor], relative_bias: Optional[torch.Tensor],
     key_mask: Optional[torch.Tensor], segment_ids: Optional[torch.Tensor],
     causal: bool, softmax_scale: float, dropout_p: float, dropout_seed: int,
+    relative_bias_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """dq, dk, dv (dk and dv summed over each GQA group) and d relative_bias (empty if none)."""
+    """dq, dk, dv (dk and dv summed over each GQA group) and d relative_bias (empty if none;
+    not computed, zeros, unless relative_bias_grad)."""
     return launch.backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_mask,
-                     segment_ids, causal, softmax_scale, dropout_p, dropout_seed)
+                           segment_ids, causal, softmax_scale, dropout_p, dropout_seed,
+                           relative_bias_grad)
 
 
 @flash_attn_backward_op.register_fake
 def _(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_mask, segment_ids, causal,
-      softmax_scale, dropout_p, dropout_seed):
+      softmax_scale, dropout_p, dropout_seed, relative_bias_grad):
     return (torch.empty(q.shape, dtype=q.dtype, device=q.device),
             torch.empty(k.shape, dtype=k.dtype, device=k.device),
             torch.empty(v.shape, dtype=v.dtype, device=v.device),
@@ -71,9 +74,11 @@ def _backward_with(backward):
         q, k, v, out, lse, alibi_slopes, relative_bias, key_mask, segment_ids = ctx.saved_tensors
         if dout is None:
             dout = torch.zeros_like(out)
+        # A bias that is a function of constants (Sandwich) needs no gradient kernel.
+        relative_bias_grad = relative_bias is not None and ctx.needs_input_grad[4]
         dq, dk, dv, drel = backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias,
-                                    key_mask, segment_ids, *ctx.options)
-        drel = None if relative_bias is None else drel.to(relative_bias.dtype)
+                                    key_mask, segment_ids, *ctx.options, relative_bias_grad)
+        drel = drel.to(relative_bias.dtype) if relative_bias_grad else None
         return dq, dk, dv, None, drel, None, None, None, None, None, None
     return run
 

@@ -26,7 +26,9 @@ from megatron_lite.benchmarks.attention import (
 )
 
 # Ratio columns, each shown when both of its providers run: (numerator, denominator).
-RATIOS = [("ours", "sdpa_flash"), ("ours_alibi", "ours"), ("ours_relbias", "ours"), ("cand", "ours"),
+RATIOS = [("ours", "sdpa_flash"), ("ours_alibi", "ours"), ("ours_relbias", "ours"),
+          ("ours_kerple", "ours"), ("ours_sandwich", "ours"), ("ours_alibi", "flex_alibi"),
+          ("ours_kerple", "flex_kerple"), ("ours_sandwich", "flex_sandwich"), ("cand", "ours"),
           ("cand_alibi", "ours_alibi"), ("cand_relbias", "ours_relbias")]
 
 
@@ -81,7 +83,8 @@ def main():
                                     as_list(args.dims, int), [bool(int(c)) for c in as_list(args.causal)])
     for shape in shapes:
         # Our kernel with each positional bias among the providers, kernel by kernel.
-        biases = [PROVIDERS[name][1] for name in providers if name in ("ours_alibi", "ours_relbias")]
+        biases = [PROVIDERS[name][1] for name in providers
+                  if name.startswith("ours_") and PROVIDERS[name][1] is not None]
         for bias in [None, *biases] if args.profile else []:
             per_kernel, wall_ms = kernel_breakdown(shape, bias)
             kernels_ms = ", ".join(f"{name[:24]} {ms:.3f}" for name, ms in per_kernel.items())

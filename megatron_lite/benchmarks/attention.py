@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from megatron_lite.modules import KerpleBias, SandwichBias
 from megatron_lite_kernels.flash_attention import flash_attn_func
 from megatron_lite_kernels.module_copy import load_kernel_copy
 
@@ -49,20 +50,47 @@ def relative_bias_by_distance(heads: int, device) -> torch.Tensor:
                        generator=generator).requires_grad_()
 
 
-# A provider's builder takes (shape, bias kind: None, "alibi" or "relative") and returns
-# (attention, whether it takes [B, H, S, D], the learned tensors whose gradients the backward
-# must produce as well).
+def kerple_module(shape: Shape) -> KerpleBias:
+    """The model's KERPLE (logarithmic) of one layer, its parameters moved off their initial
+    values (a = p = 1 would make |d|^p a no-op)."""
+    module = KerpleBias(shape.heads, "log").cuda()
+    with torch.no_grad():
+        module.kerple_a.uniform_(0.5, 1.5)
+        module.kerple_p.uniform_(0.5, 1.5)
+    return module
+
+
+# Our kernel's inputs for each bias kind: (a function giving flash_attn_func's keywords for one
+# call, the learned tensors whose gradients a backward must produce too). KERPLE and Sandwich
+# are computed per call as the models do (their values by distance, from the parameters).
+
+
+def _bias_inputs(shape: Shape, bias: str | None) -> tuple[Callable[[], dict], tuple]:
+    if bias is None:
+        return dict, ()
+    if bias == "alibi":
+        slopes = alibi_slopes(shape.heads, "cuda")
+        return (lambda: {"alibi_slopes": slopes}), ()
+    if bias == "relative":
+        relative = relative_bias_by_distance(shape.heads, "cuda")
+        return (lambda: {"relative_bias": relative}), (relative,)
+    module = kerple_module(shape) if bias == "kerple" else SandwichBias(shape.heads, shape.head_dim).cuda()
+    return (lambda: module.attention_inputs(shape.seqlen, shape.seqlen)), tuple(module.parameters())
+
+
+# A provider's builder takes (shape, bias kind: None, "alibi", "relative", "kerple" or
+# "sandwich") and returns (attention, whether it takes [B, H, S, D], the learned tensors whose
+# gradients the backward must produce as well).
 
 
 def _triton_kernel(attention: Callable = flash_attn_func):
     """Builder for a `flash_attn_func` (ours, or a candidate copy of it)."""
     def build(shape: Shape, bias: str | None):
-        slopes = alibi_slopes(shape.heads, "cuda") if bias == "alibi" else None
-        relative = relative_bias_by_distance(shape.heads, "cuda") if bias == "relative" else None
+        bias_inputs, learned = _bias_inputs(shape, bias)
 
         def run(q, k, v):
-            return attention(q, k, v, causal=shape.causal, alibi_slopes=slopes, relative_bias=relative)
-        return run, False, () if relative is None else (relative,)
+            return attention(q, k, v, causal=shape.causal, **bias_inputs())
+        return run, False, learned
     return build
 
 
@@ -80,6 +108,40 @@ def _sdpa(backend: SDPBackend):
     return build
 
 
+def _flex_score_mod(shape: Shape, bias: str | None):
+    """FlexAttention's score_mod computing the same bias as ours, and its learned tensors."""
+    if bias is None:
+        return None, ()
+    if bias == "alibi":
+        slopes = alibi_slopes(shape.heads, "cuda")
+
+        def alibi(score, b, h, q_idx, kv_idx):  # the same symmetric form as ours
+            return score - slopes[h] * (q_idx - kv_idx).abs()
+        return alibi, ()
+    if bias == "relative":
+        relative = relative_bias_by_distance(shape.heads, "cuda")
+
+        def relative_mod(score, b, h, q_idx, kv_idx):  # ours: bias[h, clamp(j - i, -W, W) + W]
+            distance = (kv_idx - q_idx).clamp(-RELATIVE_WINDOW, RELATIVE_WINDOW)
+            return score + relative[h, distance + RELATIVE_WINDOW]
+        return relative_mod, (relative,)
+    if bias == "kerple":
+        module = kerple_module(shape)
+        a, b_, p = module.kerple_a, module.kerple_b, module.kerple_p  # learned, as in training
+
+        def kerple(score, b, h, q_idx, kv_idx):  # -b * log(1 + a * |d|^p), element by element
+            distance = (kv_idx - q_idx).abs().to(torch.float32)
+            return score - b_[h] * torch.log1p(a[h] * distance ** p[h])
+        return kerple, (a, b_, p)
+    # Sandwich has no parameters: Flex reads its values by distance, as our kernel does.
+    table = SandwichBias(shape.heads, shape.head_dim).cuda().values(
+        torch.arange(1 - shape.seqlen, shape.seqlen, device="cuda"))  # (H, 2N - 1)
+
+    def sandwich(score, b, h, q_idx, kv_idx):
+        return score + table[h, kv_idx - q_idx + shape.seqlen - 1]
+    return sandwich, ()
+
+
 _compiled_flex = None
 
 
@@ -94,19 +156,7 @@ def _flex(shape: Shape, bias: str | None):
     if shape.causal:
         block_mask = create_block_mask(lambda b, h, q_idx, kv_idx: q_idx >= kv_idx, None, None,
                                        shape.seqlen, shape.seqlen, device="cuda")
-    score_mod, learned = None, ()
-    if bias == "alibi":
-        slopes = alibi_slopes(shape.heads, "cuda")
-
-        def score_mod(score, b, h, q_idx, kv_idx):  # the same symmetric form as ours
-            return score - slopes[h] * (q_idx - kv_idx).abs()
-    elif bias == "relative":
-        relative = relative_bias_by_distance(shape.heads, "cuda")
-        learned = (relative,)
-
-        def score_mod(score, b, h, q_idx, kv_idx):  # ours: bias[h, clamp(j - i, -W, W) + W]
-            distance = (kv_idx - q_idx).clamp(-RELATIVE_WINDOW, RELATIVE_WINDOW)
-            return score + relative[h, distance + RELATIVE_WINDOW]
+    score_mod, learned = _flex_score_mod(shape, bias)
 
     def run_with(kernel_options):
         return lambda q, k, v: _compiled_flex(q, k, v, score_mod=score_mod, block_mask=block_mask,
@@ -131,11 +181,15 @@ PROVIDERS = {  # name: (builder, bias kind)
     "ours": (_ours, None),
     "ours_alibi": (_ours, "alibi"),
     "ours_relbias": (_ours, "relative"),
+    "ours_kerple": (_ours, "kerple"),
+    "ours_sandwich": (_ours, "sandwich"),
     "sdpa_flash": (_sdpa(SDPBackend.FLASH_ATTENTION), None),
     "sdpa_cudnn": (_sdpa(SDPBackend.CUDNN_ATTENTION), None),
     "flex": (_flex, None),
     "flex_alibi": (_flex, "alibi"),
     "flex_relbias": (_flex, "relative"),
+    "flex_kerple": (_flex, "kerple"),
+    "flex_sandwich": (_flex, "sandwich"),
 }
 
 
@@ -234,16 +288,16 @@ def kernel_breakdown(shape: Shape, bias: str | None = None, dtype=torch.bfloat16
     import time
     from torch.profiler import ProfilerActivity, profile
 
-    run, _, _ = _ours(shape, bias)
+    run, _, learned = _ours(shape, bias)
     q, k, v = _inputs(shape, heads_first=False, dtype=dtype)
     grad = torch.randn_like(q)
     for _ in range(3):
-        torch.autograd.grad(run(q, k, v), (q, k, v), grad)
+        torch.autograd.grad(run(q, k, v), (q, k, v, *learned), grad)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         started = time.perf_counter()
         for _ in range(steps):
-            torch.autograd.grad(run(q, k, v), (q, k, v), grad)
+            torch.autograd.grad(run(q, k, v), (q, k, v, *learned), grad)
         torch.cuda.synchronize()
         wall_ms = (time.perf_counter() - started) * 1e3 / steps
     per_kernel = {}

@@ -84,3 +84,20 @@ def test_relative_position_bias_with_padding_dropout_and_unequal_lengths(head_di
                           key_padding_mask=torch.tensor([1500, 901], device="cuda"),
                           dropout_p=0.1, dropout_seed=5, dropout_mask=mask, causal=causal,
                           dlse_weight=0.5)
+
+
+@pytest.mark.parametrize("kind", ["kerple", "sandwich"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_biases_over_every_distance(kind, causal):
+    # KERPLE and Sandwich reach the kernel as their values at every distance of the call
+    # (W = N - 1): every tile reads the band, and KERPLE's gradient walks every tile.
+    from megatron_lite.modules import KerpleBias, SandwichBias
+
+    heads, seqlen = 8, 4096
+    module = KerpleBias(heads, "log") if kind == "kerple" else SandwichBias(heads, 64)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.uniform_(0.5, 1.5)
+    by_distance = module.cuda().attention_inputs(seqlen, seqlen)["relative_bias"].detach()
+    check_flash_attention(*qkv(1, seqlen, seqlen, heads, heads, 64, torch.bfloat16),
+                          causal=causal, relative_bias=by_distance)

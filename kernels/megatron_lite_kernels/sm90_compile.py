@@ -20,7 +20,7 @@ from triton.compiler import ASTSource
 FEATURES = ("CAUSAL", "HAS_ALIBI", "HAS_REL_BIAS", "HAS_KEY_MASK", "HAS_SEGMENTS", "HAS_DROPOUT")
 POINTER_TYPES = {"KeyMask": "*u8", "SegIds": "*i32", "Slopes": "*fp32", "RelBias": "*fp16",
                  "DRelBias": "*fp32", "Lse": "*fp32", "Delta": "*fp32", "DLse": "*fp32",
-                 "Mask": "*i1", "Bias": "*fp32", "Band": "*fp16"}
+                 "Mask": "*i1", "Bias": "*fp32", "Band": "*fp16", "Seed": "*i64"}
 
 
 def jit_function(kernel) -> triton.runtime.jit.JITFunction:
@@ -34,7 +34,7 @@ def compile_for_sm90(kernel, constexprs: dict, *, dtype: str = "bf16", num_warps
                      num_stages: int = 3, max_registers: int | None = None, aligned: bool = False):
     """triton.compile of `kernel` for sm_90. The kernels name their pointers in CamelCase (the
     tensors in `dtype` unless POINTER_TYPES says otherwise); every other argument not in
-    `constexprs` is an int32 (seed int64, qk_scale and dropout_p fp32). aligned: pointers,
+    `constexprs` is an int32 (qk_scale and dropout_p fp32). aligned: pointers,
     strides and the relative-bias band's geometry divisible by 16, as the JIT specializes them
     for real tensors (vector loads). RelBias is the band, fp16 for 16-bit inputs. max_registers:
     ptxas's cap per thread (triton.Config's maxnreg)."""
@@ -52,7 +52,7 @@ def compile_for_sm90(kernel, constexprs: dict, *, dtype: str = "bf16", num_warps
         elif name in ("qk_scale", "dropout_p"):
             signature[name] = "fp32"
         else:
-            signature[name] = "i64" if name == "seed" else "i32"
+            signature[name] = "i32"
         if aligned and (name[0].isupper() or name.startswith("stride_") or name.startswith("band_")):
             attrs[(index,)] = [["tt.divisibility", 16]]
     source = ASTSource(fn, signature, attrs=attrs,

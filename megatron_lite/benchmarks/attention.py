@@ -316,7 +316,7 @@ def launch_overhead_us(steps: int = 300) -> dict[str, float]:
 
     shape = Shape(1, 1, 128, 64, True)
     ours_op = lambda q, k, v: flash_attn_forward_op(  # noqa: E731  (the custom op, undispatched)
-        q, k, v, None, None, None, None, True, 0.125, 0.0, 0)[0]
+        q, k, v, None, None, None, None, True, 0.125, 0.0, None)[0]
     candidates = {"ours": (_ours(shape, None)[0], False), "ours_custom_op": (ours_op, False),
                   "sdpa_flash": (_sdpa(SDPBackend.FLASH_ATTENTION)(shape, None)[0], True)}
     overhead = {}

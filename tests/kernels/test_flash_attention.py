@@ -314,6 +314,13 @@ def test_torch_compile_traces_the_custom_op():
     torch.testing.assert_close(compiled(q, k, v), expected, rtol=0, atol=0)
     (grad_q,) = torch.autograd.grad(compiled(q, k, v).sum(), q)
     torch.testing.assert_close(grad_q, torch.autograd.grad(expected.sum(), q)[0], rtol=0, atol=0)
+    # A seed drawn per call (the models' case) is drawn on the device: no graph break either.
+    drawing = torch.compile(lambda q, k, v: flash_attn_func(q, k, v, dropout_p=0.1),
+                            backend="aot_eager", fullgraph=True)
+    torch.manual_seed(8)
+    drawn = drawing(q, k, v)
+    torch.manual_seed(8)
+    torch.testing.assert_close(drawn, flash_attn_func(q, k, v, dropout_p=0.1), rtol=0, atol=0)
 
 
 @settings(max_examples=12, deadline=None, derandomize=True)
@@ -407,7 +414,10 @@ def test_custom_op_registration_passes_opcheck():
     key_mask = (torch.arange(24, device=DEVICE)[None] < lengths[:, None]).view(torch.uint8)
     relative_bias = torch.randn(2, 9, device=DEVICE, requires_grad=True)
     torch.library.opcheck(flash_attn_forward_op,
-                          (q, k, v, None, relative_bias, key_mask, None, True, 0.25, 0.0, 0))
+                          (q, k, v, None, relative_bias, key_mask, None, True, 0.25, 0.0, None))
+    seed = torch.tensor([5], device=DEVICE)
+    torch.library.opcheck(flash_attn_forward_op,
+                          (q, k, v, None, None, None, None, False, 0.25, 0.2, seed))
 
 
 def test_broadcast_lse_gradient():

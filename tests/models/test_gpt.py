@@ -128,3 +128,17 @@ def test_activation_checkpointing_recomputes_and_changes_nothing(method, layers,
     torch.testing.assert_close(losses[1], losses[0], rtol=0, atol=0)
     for p_plain, p_ckpt in zip(plain.parameters(), checkpointed.parameters()):
         torch.testing.assert_close(p_ckpt.grad, p_plain.grad, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("position", ["rope", "kerple"])
+def test_torch_compile_sees_the_whole_model_as_one_graph(position):
+    # The flash kernel is a custom op and draws its dropout seed on the device: torch.compile
+    # traces a training forward (dropout on) without a graph break.
+    from tests.modules.test_attention import needs_kernel_on_cpu
+
+    needs_kernel_on_cpu()
+    model = GPTModel(config(position_embedding_type=position, use_flash_attention=True,
+                            attention_dropout=0.1, hidden_dropout=0.1), VOCAB).train()
+    explanation = torch._dynamo.explain(model)(torch.randint(0, VOCAB, (2, 16)))
+    assert explanation.graph_break_count == 0, [b.reason for b in explanation.break_reasons]
+    assert explanation.graph_count == 1

@@ -12,6 +12,7 @@ from .common import (
     causal_key_range,
     dropout_keep,
     load_alibi_slope,
+    load_seed,
     load_tile,
     query_block,
     scores,
@@ -193,7 +194,7 @@ def bwd_kv_kernel(
     stride_dvb, stride_dvn, stride_dvh,
     stride_slopes_b, stride_relbias_h, stride_keymask_b, stride_seg_b,
     num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket, rel_window, band_cols, band_start,
-    qk_scale, dropout_p, seed,
+    qk_scale, dropout_p, Seed,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
@@ -221,6 +222,7 @@ def bwd_kv_kernel(
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     key_mask_row = KeyMask + b * stride_keymask_b
     seg_row = SegIds + b * stride_seg_b
+    seed = load_seed(Seed, HAS_DROPOUT=HAS_DROPOUT)
 
     first_row, band_end, masked_end, last_rows = key_block_rows(
         start_n, seqlen_q, seqlen_k, CAUSAL=CAUSAL, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N)
@@ -343,7 +345,7 @@ def bwd_q_kernel(
     stride_dqb, stride_dqm, stride_dqh,
     stride_slopes_b, stride_relbias_h, stride_keymask_b, stride_seg_b,
     num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket, rel_window, band_cols, band_start,
-    qk_scale, dropout_p, seed,
+    qk_scale, dropout_p, Seed,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
@@ -373,6 +375,7 @@ def bwd_q_kernel(
     rel_ends = rel_bias_ends(band_row, band_cols, HAS_REL_BIAS=HAS_REL_BIAS)
     key_mask_row = KeyMask + b * stride_keymask_b
     seg_row = SegIds + b * stride_seg_b
+    seed = load_seed(Seed, HAS_DROPOUT=HAS_DROPOUT)
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     full, end = causal_key_range(start_m, seqlen_q, seqlen_k, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,

@@ -25,6 +25,16 @@ def dropout_keep(seed, rows, cols, batch_head, dropout_p):
 
 
 @triton.jit
+def load_seed(Seed, HAS_DROPOUT: tl.constexpr):
+    """The dropout seed, read from the device (int64 [1]) so that drawing it needs no host
+    round trip (and torch.compile no graph break); 0, unread, without dropout."""
+    if HAS_DROPOUT:
+        return tl.load(Seed)
+    else:
+        return 0
+
+
+@triton.jit
 def load_alibi_slope(Slopes, b, h, stride_slopes_b, HAS_ALIBI: tl.constexpr):
     """-slope * log2(e) of this head (0 without ALiBi): the factor of |i' - j| in log2 units."""
     if HAS_ALIBI:

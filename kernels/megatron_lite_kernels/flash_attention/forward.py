@@ -4,7 +4,15 @@ rows see, with the online softmax in base 2, and stores the output and the lse o
 import triton
 import triton.language as tl
 
-from .common import causal_key_range, dropout_keep, load_alibi_slope, load_tile, query_block, scores
+from .common import (
+    causal_key_range,
+    dropout_keep,
+    load_alibi_slope,
+    load_seed,
+    load_tile,
+    query_block,
+    scores,
+)
 from .constants import BAND_ALIGN, LN2
 from .relative_bias import block_start, rel_bias_ends, window_blocks, with_edges, zone_bounds
 
@@ -78,7 +86,7 @@ def fwd_kernel(
     stride_ob, stride_om, stride_oh,
     stride_slopes_b, stride_relbias_h, stride_keymask_b, stride_seg_b,
     num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket, rel_window, band_cols, band_start,
-    qk_scale, dropout_p, seed,
+    qk_scale, dropout_p, Seed,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
@@ -105,6 +113,7 @@ def fwd_kernel(
     rel_ends = rel_bias_ends(band_row, band_cols, HAS_REL_BIAS=HAS_REL_BIAS)
     key_mask_row = KeyMask + b * stride_keymask_b
     seg_row = SegIds + b * stride_seg_b
+    seed = load_seed(Seed, HAS_DROPOUT=HAS_DROPOUT)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)

@@ -9,6 +9,7 @@ import math
 import torch
 
 from .checks import check_inputs
+from .dropout import seed_tensor
 from .op import EagerFlashAttention, flash_attn_forward_op
 
 
@@ -30,15 +31,16 @@ def flash_attn_func(
     segment_ids: torch.Tensor | None = None,
     relative_bias: torch.Tensor | None = None,
     return_lse: bool = False,
-    dropout_seed: int | None = None,
+    dropout_seed: int | torch.Tensor | None = None,
 ):
     """Softmax(q k^T * scale + bias, masked) v, computed by the Triton kernels.
 
     q [B, Sq, Hq, D]; k, v [B, Sk, Hkv, D]. Returns out [B, Sq, Hq, D] (q's dtype), and with
     return_lse also the log-sum-exp float32 [B, Hq, Sq] (differentiable). See the package doc
     and `megatron_lite_kernels.attention_reference` for the exact semantics. Without
-    `dropout_seed`, a seed is drawn from torch's default generator, so `torch.manual_seed`
-    makes dropout reproducible.
+    `dropout_seed` (an int, or an integer tensor of one element), a seed is drawn on the
+    device from torch's generator, so `torch.manual_seed` makes dropout reproducible (and
+    neither needs a host round trip nor breaks a torch.compile graph).
     `relative_bias` [Hq, 2W + 1] (differentiable) adds relative_bias[h, clamp(j - i', -W, W) + W]:
     T5's bucketed bias, or any bias of the distance that is constant beyond W.
     """
@@ -47,8 +49,10 @@ def flash_attn_func(
     seqlen_k = k.shape[1]
     if softmax_scale is None:
         softmax_scale = 1.0 / math.sqrt(head_dim)
-    if dropout_p > 0.0 and dropout_seed is None:
-        dropout_seed = int(torch.randint(0, 2**62, (1,), dtype=torch.int64).item())
+    seed = None  # (1,) int64 on the device
+    if dropout_p > 0.0:
+        seed = (torch.randint(0, 2**62, (1,), dtype=torch.int64, device=q.device)
+                if dropout_seed is None else seed_tensor(dropout_seed, q.device))
 
     key_mask = None
     if key_padding_mask is not None:
@@ -68,6 +72,6 @@ def flash_attn_func(
     out, lse = attention(
         last_dim_contiguous(q), last_dim_contiguous(k), last_dim_contiguous(v),
         alibi_slopes, relative_bias, key_mask, segment_ids,
-        bool(causal), float(softmax_scale), float(dropout_p), int(dropout_seed or 0),
+        bool(causal), float(softmax_scale), float(dropout_p), seed,
     )
     return (out, lse) if return_lse else out

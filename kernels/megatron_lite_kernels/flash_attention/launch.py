@@ -30,6 +30,11 @@ def bsh_strides(x: torch.Tensor) -> tuple[int, int, int]:
     return x.stride(0), x.stride(1), x.stride(2)
 
 
+def _seed_pointer(seed: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:
+    """The dropout seed (int64 [1] on the device), or q, unread, without dropout."""
+    return q if seed is None else seed
+
+
 def _optional_args(q, k, alibi_slopes, relative_bias, key_mask, segment_ids, causal,
                    keys_major=False):
     """Pointers and strides of the optional inputs (an absent one points at q, unread; the
@@ -62,7 +67,8 @@ def _common_meta(q, alibi_slopes, relative_bias, key_mask, segment_ids, causal, 
 
 def forward(q, k, v, alibi_slopes, relative_bias, key_mask, segment_ids, causal, softmax_scale,
             dropout_p, seed):
-    """out [B, Sq, Hq, D] and lse float32 [B, Hq, Sq]."""
+    """out [B, Sq, Hq, D] and lse float32 [B, Hq, Sq]. seed: int64 [1] on the device, or None
+    without dropout."""
     batch, seqlen_q, num_heads, _ = q.shape
     seqlen_k, num_kv_heads = k.shape[1], k.shape[2]
     out = buffers.alloc(q.shape, q.dtype, q.device)
@@ -74,7 +80,7 @@ def forward(q, k, v, alibi_slopes, relative_bias, key_mask, segment_ids, causal,
         q, k, v, out, lse, *pointers,
         *bsh_strides(q), *bsh_strides(k), *bsh_strides(v), *bsh_strides(out), *strides,
         num_heads, num_heads // num_kv_heads, seqlen_q, seqlen_k, seqlen_bucket(seqlen_q, seqlen_k),
-        *rel_scalars, softmax_scale * LOG2E.value, dropout_p, seed,
+        *rel_scalars, softmax_scale * LOG2E.value, dropout_p, _seed_pointer(seed, q),
         **_common_meta(q, alibi_slopes, relative_bias, key_mask, segment_ids, causal, dropout_p),
         **INTERPRETER_BLOCKS,
     )
@@ -111,7 +117,7 @@ def backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_mas
     def scalars(rel_scalars):
         return (num_heads, num_heads // num_kv_heads, seqlen_q, seqlen_k,
                 seqlen_bucket(seqlen_q, seqlen_k), *rel_scalars, softmax_scale * LOG2E.value,
-                dropout_p, seed)
+                dropout_p, _seed_pointer(seed, q))
 
     pointers, strides, rel_scalars = _optional_args(q, k, alibi_slopes, relative_bias,
                                                     key_mask, segment_ids, causal, keys_major=True)
@@ -163,7 +169,7 @@ def _launch_rel_bias_grad(q, k, v, dout, lse, delta, drel, pointers, strides, re
         *bsh_strides(q), *bsh_strides(k), *bsh_strides(v), *bsh_strides(dout), *strides,
         num_heads, num_heads // num_kv_heads, seqlen_q, seqlen_k,
         seqlen_bucket(seqlen_q, seqlen_k), *rel_scalars, softmax_scale * LOG2E.value, dropout_p,
-        seed, first_walk, REL_GRAD_BLOCKS_PER_PROGRAM,
+        _seed_pointer(seed, q), first_walk, REL_GRAD_BLOCKS_PER_PROGRAM,
         **kernel_meta, BLOCK_M=block_m, BLOCK_N=block_n,
     )
     if window_part is not drel:

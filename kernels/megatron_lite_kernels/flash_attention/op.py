@@ -15,7 +15,7 @@ def flash_attn_forward_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     alibi_slopes: Optional[torch.Tensor], relative_bias: Optional[torch.Tensor],
     key_mask: Optional[torch.Tensor], segment_ids: Optional[torch.Tensor],
-    causal: bool, softmax_scale: float, dropout_p: float, dropout_seed: int,
+    causal: bool, softmax_scale: float, dropout_p: float, dropout_seed: Optional[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """out [B, Sq, Hq, D] and lse float32 [B, Hq, Sq] of checked, normalised inputs."""
     return launch.forward(q, k, v, alibi_slopes, relative_bias, key_mask, segment_ids, causal,
@@ -36,7 +36,7 @@ def flash_attn_backward_op(
     out: torch.Tensor, lse: torch.Tensor, dlse: Optional[torch.Tensor],
     alibi_slopes: Optional[torch.Tensor], relative_bias: Optional[torch.Tensor],
     key_mask: Optional[torch.Tensor], segment_ids: Optional[torch.Tensor],
-    causal: bool, softmax_scale: float, dropout_p: float, dropout_seed: int,
+    causal: bool, softmax_scale: float, dropout_p: float, dropout_seed: Optional[torch.Tensor],
     relative_bias_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """dq, dk, dv (dk and dv summed over each GQA group) and d relative_bias (empty if none;
@@ -63,21 +63,23 @@ def _setup_context(ctx, inputs, output):
     # An unused output's gradient arrives as None, not a tensor of zeros: most callers never
     # use lse, and its gradient would cost a fill, a read in delta and a bias-gradient term.
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(q, k, v, out, lse, alibi_slopes, relative_bias, key_mask, segment_ids)
-    ctx.options = (causal, softmax_scale, dropout_p, seed)
+    ctx.save_for_backward(q, k, v, out, lse, alibi_slopes, relative_bias, key_mask, segment_ids,
+                          seed)
+    ctx.options = (causal, softmax_scale, dropout_p)
 
 
 def _backward_with(backward):
     """An autograd backward for the 11 forward inputs that runs `backward` (the custom op, or
     the plain launcher) on the saved tensors."""
     def run(ctx, dout, dlse):
-        q, k, v, out, lse, alibi_slopes, relative_bias, key_mask, segment_ids = ctx.saved_tensors
+        (q, k, v, out, lse, alibi_slopes, relative_bias, key_mask, segment_ids,
+         seed) = ctx.saved_tensors
         if dout is None:
             dout = torch.zeros_like(out)
         # A bias that is a function of constants (Sandwich) needs no gradient kernel.
         relative_bias_grad = relative_bias is not None and ctx.needs_input_grad[4]
         dq, dk, dv, drel = backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias,
-                                    key_mask, segment_ids, *ctx.options, relative_bias_grad)
+                                    key_mask, segment_ids, *ctx.options, seed, relative_bias_grad)
         drel = drel.to(relative_bias.dtype) if relative_bias_grad else None
         return dq, dk, dv, None, drel, None, None, None, None, None, None
     return run

@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 
 from .backward import key_block_rows, probs_and_ds, query_tiles
-from .common import bias_and_mask, load_alibi_slope
+from .common import bias_and_mask, load_alibi_slope, load_seed
 from .constants import BAND_ALIGN
 from .relative_bias import band_tile, kv_near, zone_bounds
 
@@ -76,7 +76,7 @@ def rel_bias_grad_kernel(
     stride_dob, stride_dom, stride_doh,
     stride_slopes_b, stride_relbias_h, stride_keymask_b, stride_seg_b,
     num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket, rel_window, band_cols, band_start,
-    qk_scale, dropout_p, seed, first_walk, blocks_per_program,
+    qk_scale, dropout_p, Seed, first_walk, blocks_per_program,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
     HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -120,6 +120,7 @@ def rel_bias_grad_kernel(
     alibi_slope = load_alibi_slope(Slopes, b, h, stride_slopes_b, HAS_ALIBI=HAS_ALIBI)
     key_mask_row = KeyMask + b * stride_keymask_b
     seg_row = SegIds + b * stride_seg_b
+    seed = load_seed(Seed, HAS_DROPOUT=HAS_DROPOUT)
     # (BLOCK_N, BLOCK_M): the walk's bias tile, from the key-major band as in the dk/dv kernel
     band_offsets = offs_n[:, None] * tl.multiple_of(band_cols, BAND_ALIGN) + offs_m[None, :]
     bias_t = tl.load(band_tile(RelBias + h * stride_relbias_h, 0, walk * BLOCK_M, band_start,

@@ -65,13 +65,13 @@ class GPTModel(nn.Module):
     def reset_parameters(self) -> None:
         init_weights(self, self.cfg)
 
-    def forward(
+    def hidden_states(
         self,
         tokens: torch.Tensor,
         position_ids: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits [B, S, V] for tokens [B, S].
+        """The final hidden states [B, S, C] for tokens [B, S] (the output layer's input).
 
         position_ids [B, S] default to 0..S-1; segment_ids [B, S] restrict attention to tokens of
         the same packed document (data.reset_attention_mask).
@@ -82,7 +82,19 @@ class GPTModel(nn.Module):
         rotary = self.rotary(position_ids) if self.rotary is not None else None
         seqlen = tokens.shape[1]
         bias = bias_inputs(self.relative_position_bias, seqlen, seqlen)
-        x = self.decoder(x, rotary, segment_ids, **bias)  # (B, S, C)
+        return self.decoder(x, rotary, segment_ids, **bias)  # (B, S, C)
+
+    def output_weight(self) -> torch.Tensor:
+        """[V, C]: the output layer's weight, the word embeddings' when they are shared."""
         if self.output_layer is None:
-            return F.linear(x, self.embedding.word_embeddings.weight)  # (B, S, V)
-        return self.output_layer(x)  # (B, S, V)
+            return self.embedding.word_embeddings.weight
+        return self.output_layer.weight
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits [B, S, V] for tokens [B, S] (see hidden_states)."""
+        return F.linear(self.hidden_states(tokens, position_ids, segment_ids), self.output_weight())

@@ -97,14 +97,23 @@ class T5Model(nn.Module):
         on real tokens (None: no padding)."""
         return self.encoder(self.word_embeddings(text_enc), key_padding_mask=enc_mask)
 
+    def decoder_hidden_states(self, text_dec: torch.Tensor, encoder_output: torch.Tensor,
+                              enc_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's final hidden states [B, Sd, C] for decoder inputs text_dec [B, Sd] (the
+        start token, then the target shifted right) given the encoder's output [B, S, C] and
+        its mask."""
+        return self.decoder(self._decoder_embeddings()(text_dec), context=encoder_output,
+                            context_padding_mask=enc_mask)
+
+    def output_weight(self) -> torch.Tensor:
+        """[V, C]: the output layer's weight, the decoder's word embeddings' when shared."""
+        return self._decoder_embeddings().weight if self.output_layer is None else self.output_layer.weight
+
     def decode(self, text_dec: torch.Tensor, encoder_output: torch.Tensor,
                enc_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [B, Sd, V] for decoder inputs text_dec [B, Sd] (the start token, then the
-        target shifted right) given the encoder's output [B, S, C] and its mask."""
-        y = self.decoder(self._decoder_embeddings()(text_dec), context=encoder_output,
-                         context_padding_mask=enc_mask)  # (B, Sd, C)
-        weight = self._decoder_embeddings().weight if self.output_layer is None else self.output_layer.weight
-        return F.linear(y, weight, self.output_bias)  # (B, Sd, V)
+        """Logits [B, Sd, V] (see decoder_hidden_states)."""
+        y = self.decoder_hidden_states(text_dec, encoder_output, enc_mask)  # (B, Sd, C)
+        return F.linear(y, self.output_weight(), self.output_bias)  # (B, Sd, V)
 
     def forward(self, text_enc: torch.Tensor, text_dec: torch.Tensor,
                 enc_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -11,11 +11,11 @@ from megatron_lite.config import GPTConfig, GPTModelConfig, InferenceConfig
 from megatron_lite.data import build_gpt_datasets
 from megatron_lite.generation import generate_text
 from megatron_lite.models import GPTModel
+from megatron_lite.modules.cross_entropy import linear_cross_entropy
 from megatron_lite.tokenizers import Tokenizer
 from megatron_lite.training.family import (
     ModelFamily,
     linear_weights,
-    masked_lm_loss,
     require_splits,
     stack_architecture,
 )
@@ -46,8 +46,8 @@ def build_datasets(cfg: GPTConfig, tokenizer: Tokenizer) -> tuple[Dataset, Datas
 
 def loss(model: GPTModel, batch: dict[str, torch.Tensor], cfg: GPTConfig) -> torch.Tensor:
     segment_ids = batch["segment_ids"] if cfg.model.data.reset_attention_mask else None
-    logits = model(batch["tokens"], batch["position_ids"], segment_ids)  # (B, S, V)
-    return masked_lm_loss(logits, batch["labels"], batch["loss_mask"])
+    hidden = model.hidden_states(batch["tokens"], batch["position_ids"], segment_ids)  # (B, S, C)
+    return linear_cross_entropy(hidden, model.output_weight(), batch["labels"], batch["loss_mask"])
 
 
 def flops_per_sample(model: GPTModel, cfg: GPTConfig) -> float:

@@ -11,11 +11,11 @@ from megatron_lite.config import InferenceConfig, T5Config, T5ModelConfig
 from megatron_lite.data import build_t5_datasets
 from megatron_lite.generation import generate_seq2seq_text
 from megatron_lite.models import T5Model
+from megatron_lite.modules.cross_entropy import linear_cross_entropy
 from megatron_lite.tokenizers import Tokenizer
 from megatron_lite.training.family import (
     ModelFamily,
     linear_weights,
-    masked_lm_loss,
     require_splits,
     stack_architecture,
 )
@@ -44,8 +44,10 @@ def build_datasets(cfg: T5Config, tokenizer: Tokenizer) -> tuple[Dataset, Datase
 
 
 def loss(model: T5Model, batch: dict[str, torch.Tensor], cfg: T5Config) -> torch.Tensor:
-    logits = model(batch["text_enc"], batch["text_dec"], batch["enc_mask"])  # (B, Sd, V)
-    return masked_lm_loss(logits, batch["labels"], batch["loss_mask"])
+    encoder_output = model.encode(batch["text_enc"], batch["enc_mask"])  # (B, S, C)
+    hidden = model.decoder_hidden_states(batch["text_dec"], encoder_output, batch["enc_mask"])
+    return linear_cross_entropy(hidden, model.output_weight(), batch["labels"], batch["loss_mask"],
+                                bias=model.output_bias)
 
 
 def tokens_per_sample(cfg: T5Config) -> int:

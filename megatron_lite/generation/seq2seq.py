@@ -1,8 +1,10 @@
 """Sequence-to-sequence generation from T5: the encoder reads the input once, the decoder
 writes the output one token at a time from the start token, greedy or sampled.
 
-No key/value cache: each step re-runs the decoder over the tokens written so far (the encoder's
-output is computed once and re-used), which is simple and fast enough for short outputs.
+With a key/value cache (the default) each step feeds the decoder one token per row: its
+self-attention reads the cached keys of the tokens written so far, its cross-attention the keys
+and values of the encoder's output, computed at the first step. use_cache=False re-runs the
+decoder over every token written so far, the reference the cache must equal.
 
 Text inputs may hold T5's sentinels written out, as in "The <extra_id_0> statement ends a
 <extra_id_1>."; the model then writes the masked spans: "<extra_id_0> break<extra_id_1> loop".
@@ -11,11 +13,13 @@ Text inputs may hold T5's sentinels written out, as in "The <extra_id_0> stateme
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import torch
 
 from megatron_lite.generation.sampling import sample_next_token
 from megatron_lite.models import T5Model
+from megatron_lite.modules import KVCache
 from megatron_lite.tokenizers import Tokenizer
 
 _SENTINEL = re.compile(r"\s*<extra_id_(\d+)>\s*")
@@ -34,8 +38,10 @@ def generate_seq2seq_ids(
     top_k: int = 0,
     top_p: float = 0.0,
     temperature: float = 1.0,
+    repetition_penalty: float = 1.0,
     vocab_size: int | None = None,
     generator: torch.Generator | None = None,
+    use_cache: bool = True,
 ) -> torch.Tensor:
     """The decoder's output ids [B, T] (T <= tokens_to_generate) for encoder_ids [B, S].
 
@@ -57,11 +63,15 @@ def generate_seq2seq_ids(
     batch = encoder_ids.shape[0]
     decoded = encoder_ids.new_full((batch, 1), start_id)  # (B, 1 + t)
     stopped = torch.zeros(batch, dtype=torch.bool, device=encoder_ids.device)
+    cache = _decoder_cache(model, batch, tokens_to_generate) if use_cache else None
     for _ in range(tokens_to_generate):
-        logits = model.decode(decoded, encoder_output, enc_mask)[:, -1].float()  # (B, V)
+        new = decoded if cache is None else decoded[:, -1:]  # with a cache, the last token only
+        logits = model.decode(new, encoder_output, enc_mask, kv_cache=cache)[:, -1].float()  # (B, V)
+        written = decoded[:, 1:] if decoded.shape[1] > 1 else None  # (B, t): not the start token
         next_ids = sample_next_token(
             logits, greedy=greedy, top_k=top_k, top_p=top_p, temperature=temperature,
-            vocab_size=vocab_size, generator=generator,
+            repetition_penalty=repetition_penalty, previous_ids=written, vocab_size=vocab_size,
+            generator=generator,
         )  # (B,)
         if stop_id is not None:
             next_ids = next_ids.masked_fill(stopped, stop_id)
@@ -71,6 +81,14 @@ def generate_seq2seq_ids(
             break
     model.train(was_training)
     return decoded[:, 1:]
+
+
+def _decoder_cache(model: T5Model, batch: int, tokens_to_generate: int) -> KVCache:
+    decoder = model.cfg.decoder
+    parameter = next(model.parameters())
+    return KVCache.allocate(num_layers=decoder.num_layers, batch=batch, capacity=tokens_to_generate,
+                            num_kv_heads=decoder.query_groups, head_dim=decoder.head_dim,
+                            dtype=parameter.dtype, device=parameter.device, cross_attention=True)
 
 
 def encode_with_sentinels(tokenizer: Tokenizer, text: str) -> list[int]:
@@ -104,31 +122,42 @@ def fill_in_spans(input_ids: list[int], output_ids: list[int], sentinel_ids: lis
     return filled
 
 
-def generate_seq2seq_text(
+def generate_seq2seq_texts(
     model: T5Model,
     tokenizer: Tokenizer,
-    prompt: str,
+    prompts: Sequence[str],
     tokens_to_generate: int,
     *,
-    greedy: bool = False,
-    top_k: int = 0,
-    top_p: float = 0.0,
-    temperature: float = 1.0,
     seed: int = 0,
-) -> tuple[str, str]:
-    """(the model's output, the prompt with its sentinels filled in from that output) as text,
-    for the encoder input `prompt` (sentinels written `<extra_id_n>`, EOS appended)."""
+    **options,
+) -> list[tuple[str, str]]:
+    """For each encoder input (sentinels written `<extra_id_n>`, EOS appended): the model's
+    output and the prompt with its sentinels filled in from that output, as text. The inputs
+    run as one batch, padded on the right and masked. options: generate_seq2seq_ids'."""
     if tokenizer.pad_id is None:
         raise ValueError("T5 generation needs the tokenizer's pad token: it is the decoder's start token")
-    prompt_ids = encode_with_sentinels(tokenizer, prompt)
+    prompt_ids = [encode_with_sentinels(tokenizer, prompt) + [tokenizer.eod_id] for prompt in prompts]
     device = next(model.parameters()).device
-    encoder_ids = torch.tensor([prompt_ids + [tokenizer.eod_id]], device=device)  # (1, S)
-    output = generate_seq2seq_ids(
-        model, encoder_ids, tokens_to_generate, start_id=tokenizer.pad_id,
-        stop_id=tokenizer.eod_id, greedy=greedy, top_k=top_k, top_p=top_p,
-        temperature=temperature, vocab_size=tokenizer.vocab_size,
-        generator=torch.Generator(device=device).manual_seed(seed),
-    )[0].tolist()
-    output = output[: output.index(tokenizer.eod_id)] if tokenizer.eod_id in output else output
-    filled = fill_in_spans(prompt_ids, output, tokenizer.sentinel_ids)
-    return tokenizer.decode(output), tokenizer.decode(filled)
+    longest = max(map(len, prompt_ids))
+    encoder_ids = torch.full((len(prompts), longest), tokenizer.pad_id, device=device)  # (B, S)
+    for row, ids in enumerate(prompt_ids):
+        encoder_ids[row, :len(ids)] = torch.tensor(ids, device=device)
+    enc_mask = torch.arange(longest, device=device)[None, :] < torch.tensor(
+        [len(ids) for ids in prompt_ids], device=device)[:, None]  # (B, S)
+    outputs = generate_seq2seq_ids(
+        model, encoder_ids, tokens_to_generate, start_id=tokenizer.pad_id, enc_mask=enc_mask,
+        stop_id=tokenizer.eod_id, vocab_size=tokenizer.vocab_size,
+        generator=torch.Generator(device=device).manual_seed(seed), **options,
+    ).tolist()
+    texts = []
+    for ids, output in zip(prompt_ids, outputs):
+        output = output[: output.index(tokenizer.eod_id)] if tokenizer.eod_id in output else output
+        filled = fill_in_spans(ids[:-1], output, tokenizer.sentinel_ids)
+        texts.append((tokenizer.decode(output), tokenizer.decode(filled)))
+    return texts
+
+
+def generate_seq2seq_text(model: T5Model, tokenizer: Tokenizer, prompt: str,
+                          tokens_to_generate: int, **options) -> tuple[str, str]:
+    """generate_seq2seq_texts for one prompt."""
+    return generate_seq2seq_texts(model, tokenizer, [prompt], tokens_to_generate, **options)[0]

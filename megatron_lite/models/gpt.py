@@ -13,6 +13,7 @@ from torch import nn
 
 from megatron_lite.config import GPTModelConfig
 from megatron_lite.modules import (
+    KVCache,
     RotaryEmbedding,
     TransformerBlock,
     bias_inputs,
@@ -32,13 +33,15 @@ class GPTEmbedding(nn.Module):
         )
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
-    def forward(self, tokens: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, position_ids: torch.Tensor, length: int) -> torch.Tensor:
+        """Embeddings [B, S, C] of tokens [B, S] at position_ids [B, S]; length: the sequence's
+        length so far (S, or more when generating with a cache)."""
         x = self.word_embeddings(tokens)  # (B, S, C)
         if self.position_embeddings is not None:
             limit = self.position_embeddings.num_embeddings
-            if tokens.shape[1] > limit:  # an out-of-range lookup would fail deep inside
+            if length > limit:  # an out-of-range lookup would fail deep inside
                 raise ValueError(
-                    f"a sequence of {tokens.shape[1]} tokens is longer than "
+                    f"a sequence of {length} tokens is longer than "
                     f"model.max_position_embeddings={limit}: learned absolute positions have no "
                     "embedding beyond it")
             x = x + self.position_embeddings(position_ids)
@@ -70,19 +73,30 @@ class GPTModel(nn.Module):
         tokens: torch.Tensor,
         position_ids: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        key_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The final hidden states [B, S, C] for tokens [B, S] (the output layer's input).
 
-        position_ids [B, S] default to 0..S-1; segment_ids [B, S] restrict attention to tokens of
-        the same packed document (data.reset_attention_mask).
+        position_ids [B, S] default to the tokens' places in the sequence; segment_ids [B, S]
+        restrict attention to tokens of the same packed document (data.reset_attention_mask);
+        key_padding_mask bool [B, S] is False on padding (batched prompts). kv_cache:
+        generating; tokens are the new ones, after the kv_cache.length stored (whose own mask
+        then applies).
         """
+        seqlen_q = tokens.shape[1]
+        past = 0 if kv_cache is None else kv_cache.length
+        seqlen_k = past + seqlen_q
         if position_ids is None:
-            position_ids = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
-        x = self.embedding(tokens, position_ids)  # (B, S, C)
+            position_ids = torch.arange(past, seqlen_k, device=tokens.device).expand_as(tokens)
+        x = self.embedding(tokens, position_ids, seqlen_k)  # (B, S, C)
         rotary = self.rotary(position_ids) if self.rotary is not None else None
-        seqlen = tokens.shape[1]
-        bias = bias_inputs(self.relative_position_bias, seqlen, seqlen)
-        return self.decoder(x, rotary, segment_ids, **bias)  # (B, S, C)
+        attention_inputs = bias_inputs(self.relative_position_bias, seqlen_q, seqlen_k)
+        if key_padding_mask is not None:
+            attention_inputs["key_padding_mask"] = key_padding_mask
+        if kv_cache is not None:
+            attention_inputs.update(kv_cache.attention_inputs(seqlen_q))
+        return self.decoder(x, rotary, segment_ids, kv_cache=kv_cache, **attention_inputs)  # (B, S, C)
 
     def output_weight(self) -> torch.Tensor:
         """[V, C]: the output layer's weight, the word embeddings' when they are shared."""
@@ -95,6 +109,8 @@ class GPTModel(nn.Module):
         tokens: torch.Tensor,
         position_ids: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
         """Logits [B, S, V] for tokens [B, S] (see hidden_states)."""
-        return F.linear(self.hidden_states(tokens, position_ids, segment_ids), self.output_weight())
+        hidden = self.hidden_states(tokens, position_ids, segment_ids, kv_cache)  # (B, S, C)
+        return F.linear(hidden, self.output_weight())

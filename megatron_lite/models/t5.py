@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from megatron_lite.config import T5ModelConfig, T5StackConfig
-from megatron_lite.modules import TransformerBlock, bias_inputs, build_position_bias, init_weights
+from megatron_lite.modules import KVCache, TransformerBlock, bias_inputs, build_position_bias, init_weights
 
 
 class T5Stack(nn.Module):
@@ -41,18 +41,24 @@ class T5Stack(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         context_padding_mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """Word embeddings x [B, S, C] -> hidden states [B, S, C]."""
+        """Word embeddings x [B, S, C] -> hidden states [B, S, C]. kv_cache: generating; x
+        holds the new positions, after the kv_cache.length stored."""
+        seqlen_q = x.shape[1]
+        past = 0 if kv_cache is None else kv_cache.length
         if self.position_embeddings is not None:
-            x = x + self.position_embeddings.weight[: x.shape[1]]
-        seqlen = x.shape[1]
-        bias = bias_inputs(self.relative_position_bias, seqlen, seqlen)
+            x = x + self.position_embeddings.weight[past:past + seqlen_q]
+        attention_inputs = {"key_padding_mask": key_padding_mask,
+                            **bias_inputs(self.relative_position_bias, seqlen_q, past + seqlen_q)}
+        if kv_cache is not None:
+            attention_inputs.update(kv_cache.attention_inputs(seqlen_q))
         return self.block(
             self.dropout(x),
-            key_padding_mask=key_padding_mask,
-            **bias,
             context=context,
             context_padding_mask=context_padding_mask,
+            kv_cache=kv_cache,
+            **attention_inputs,
         )
 
 
@@ -98,21 +104,22 @@ class T5Model(nn.Module):
         return self.encoder(self.word_embeddings(text_enc), key_padding_mask=enc_mask)
 
     def decoder_hidden_states(self, text_dec: torch.Tensor, encoder_output: torch.Tensor,
-                              enc_mask: torch.Tensor | None = None) -> torch.Tensor:
+                              enc_mask: torch.Tensor | None = None,
+                              kv_cache: KVCache | None = None) -> torch.Tensor:
         """The decoder's final hidden states [B, Sd, C] for decoder inputs text_dec [B, Sd] (the
         start token, then the target shifted right) given the encoder's output [B, S, C] and
-        its mask."""
+        its mask. kv_cache: generating (text_dec holds the new tokens only)."""
         return self.decoder(self._decoder_embeddings()(text_dec), context=encoder_output,
-                            context_padding_mask=enc_mask)
+                            context_padding_mask=enc_mask, kv_cache=kv_cache)
 
     def output_weight(self) -> torch.Tensor:
         """[V, C]: the output layer's weight, the decoder's word embeddings' when shared."""
         return self._decoder_embeddings().weight if self.output_layer is None else self.output_layer.weight
 
     def decode(self, text_dec: torch.Tensor, encoder_output: torch.Tensor,
-               enc_mask: torch.Tensor | None = None) -> torch.Tensor:
+               enc_mask: torch.Tensor | None = None, kv_cache: KVCache | None = None) -> torch.Tensor:
         """Logits [B, Sd, V] (see decoder_hidden_states)."""
-        y = self.decoder_hidden_states(text_dec, encoder_output, enc_mask)  # (B, Sd, C)
+        y = self.decoder_hidden_states(text_dec, encoder_output, enc_mask, kv_cache)  # (B, Sd, C)
         return F.linear(y, self.output_weight(), self.output_bias)  # (B, Sd, V)
 
     def forward(self, text_enc: torch.Tensor, text_dec: torch.Tensor,

@@ -1,6 +1,7 @@
 """Transformer building blocks; each takes the one config of its stack."""
 
 from megatron_lite.modules.attention import CrossAttention, SelfAttention, dot_product_attention
+from megatron_lite.modules.kv_cache import KVCache
 from megatron_lite.modules.mlp import MLP
 from megatron_lite.modules.norms import build_norm
 from megatron_lite.modules.positions import (
@@ -20,6 +21,7 @@ __all__ = [
     "MLP",
     "AlibiBias",
     "CrossAttention",
+    "KVCache",
     "KerpleBias",
     "RelativePositionBias",
     "RotaryEmbedding",

@@ -19,6 +19,7 @@ from torch import nn
 from megatron_lite_kernels.attention_reference import attention_reference
 from megatron_lite_kernels.flash_attention import flash_attention_supported, flash_attn_func
 from megatron_lite.config import TransformerConfig
+from megatron_lite.modules.kv_cache import CrossAttentionCache, SelfAttentionCache
 from megatron_lite.modules.rotary import RotaryTables, rotate_queries_and_keys
 
 
@@ -119,7 +120,11 @@ class SelfAttention(_Attention):
         key_padding_mask: torch.Tensor | None = None,
         relative_bias: torch.Tensor | None = None,
         alibi_slopes: torch.Tensor | None = None,
+        cache: SelfAttentionCache | None = None,
     ) -> torch.Tensor:
+        """x [B, S, C] -> [B, S, C]. With a cache, x holds the new tokens only: their keys and
+        values join the cache, and their queries attend to every key in it (the last S of
+        key_padding_mask's positions are theirs)."""
         batch, seqlen, _ = x.shape  # (B, S, C)
         q, k, v = self.linear_qkv(x).split(self.split_sizes, dim=-1)
         q = q.view(batch, seqlen, self.num_heads, self.head_dim)  # (B, S, Hq, D)
@@ -127,6 +132,8 @@ class SelfAttention(_Attention):
         v = v.view(batch, seqlen, self.num_groups, self.head_dim)  # (B, S, Hkv, D)
         if rotary is not None:
             q, k = rotate_queries_and_keys(q, k, rotary)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, Sk, Hkv, D): every token so far
         return self._attend_and_project(
             q, k, v, causal=self.causal, segment_ids=segment_ids, key_padding_mask=key_padding_mask,
             relative_bias=relative_bias, alibi_slopes=alibi_slopes,
@@ -150,11 +157,19 @@ class CrossAttention(_Attention):
         self.linear_proj = nn.Linear(q_width, cfg.hidden_size, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor,
-                context_padding_mask: torch.Tensor | None) -> torch.Tensor:
+                context_padding_mask: torch.Tensor | None,
+                cache: CrossAttentionCache | None = None) -> torch.Tensor:
+        """x [B, Sq, C] -> [B, Sq, C]. With a cache, the context's keys and values are computed
+        once and kept there."""
         batch, seqlen, _ = x.shape  # (B, Sq, C)
-        context_len = context.shape[1]  # context: (B, Sk, C)
         q = self.linear_q(x).view(batch, seqlen, self.num_heads, self.head_dim)  # (B, Sq, Hq, D)
-        k, v = self.linear_kv(context).view(batch, context_len, 2, self.num_groups, self.head_dim).unbind(2)
-        # k, v: (B, Sk, Hkv, D)
+        if cache is not None and cache.keys is not None:
+            k, v = cache.keys, cache.values
+        else:
+            context_len = context.shape[1]  # context: (B, Sk, C)
+            k, v = self.linear_kv(context).view(batch, context_len, 2, self.num_groups,
+                                                self.head_dim).unbind(2)  # (B, Sk, Hkv, D) each
+            if cache is not None:
+                cache.keys, cache.values = k, v
         return self._attend_and_project(q, k, v, causal=False,
                                         key_padding_mask=context_padding_mask)  # (B, Sq, C)

@@ -8,8 +8,9 @@ at document boundaries when `data.reset_position_ids` is set.
 xPos scales q at position m by zeta^((m - c) / scale_base) and k at position n by
 zeta^(-(n - c) / scale_base), per channel pair i with zeta_i = (2i / D + 0.4) / 1.4, so q . k
 decays as zeta^((m - n) / scale_base): a function of the distance only, whatever the centre c.
-c is half the sequence length, which keeps both factors near 1 (fp16 and bf16 keep their
-digits). The paper rotates interleaved pairs; with the rotate-half layout the pairs are
+c is half the training length (model.encoder_seq_length), fixed so that keys cached during
+generation keep their scale, and near the middle of the positions so that both factors stay
+near 1 (at 4x the training length and scale_base 512 they span zeta^(+-15 L / 1024)). The paper rotates interleaved pairs; with the rotate-half layout the pairs are
 (i, i + D / 2), the same embedding up to a fixed permutation of the channels.
 """
 
@@ -44,6 +45,7 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.interpolation_factor = cfg.seq_len_interpolation_factor
         self.xpos_scale_base = cfg.xpos_scale_base if cfg.position_embedding_type == "xpos" else None
+        self.xpos_center = cfg.encoder_seq_length // 2
         zeta = (torch.arange(0, dim, 2, dtype=torch.float32) / dim + XPOS_GAMMA) / (1 + XPOS_GAMMA)
         self.register_buffer("log_zeta", torch.cat((zeta, zeta)).log(), persistent=False)
 
@@ -59,7 +61,7 @@ class RotaryEmbedding(nn.Module):
             angles = torch.cat((freqs, freqs), dim=-1)[:, :, None, :]  # (B, S, 1, rotary_dim)
             scale = None
             if self.xpos_scale_base is not None:
-                centred = positions - position_ids.shape[-1] // 2  # (B, S)
+                centred = positions - self.xpos_center  # (B, S)
                 exponent = centred[..., None, None] / self.xpos_scale_base  # (B, S, 1, 1)
                 scale = torch.exp(exponent * self.log_zeta)  # (B, S, 1, rotary_dim)
             return RotaryTables(angles.cos(), angles.sin(), scale)

@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from megatron_lite.config import TransformerConfig
 from megatron_lite.modules.attention import CrossAttention, SelfAttention
+from megatron_lite.modules.kv_cache import CrossAttentionCache, KVCache, SelfAttentionCache
 from megatron_lite.modules.mlp import MLP
 from megatron_lite.modules.norms import build_norm
 from megatron_lite.modules.rotary import RotaryTables
@@ -51,15 +52,18 @@ class TransformerLayer(nn.Module):
         alibi_slopes: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         context_padding_mask: torch.Tensor | None = None,
+        cache: tuple[SelfAttentionCache, CrossAttentionCache | None] | None = None,
     ) -> torch.Tensor:
-        """x [B, S, C] -> [B, S, C]. context [B, Sk, C]: the encoder's output (decoder layers)."""
+        """x [B, S, C] -> [B, S, C]. context [B, Sk, C]: the encoder's output (decoder layers).
+        cache: this layer's (self-attention, cross-attention) caches when generating."""
+        self_cache, cross_cache = (None, None) if cache is None else cache
         x = self._residual(x, self.attention_norm, lambda h: self.attention(
             h, rotary, segment_ids, key_padding_mask=key_padding_mask,
-            relative_bias=relative_bias, alibi_slopes=alibi_slopes,
+            relative_bias=relative_bias, alibi_slopes=alibi_slopes, cache=self_cache,
         ))
         if self.cross_attention is not None:
-            x = self._residual(x, self.cross_attention_norm,
-                               lambda h: self.cross_attention(h, context, context_padding_mask))
+            x = self._residual(x, self.cross_attention_norm, lambda h: self.cross_attention(
+                h, context, context_padding_mask, cross_cache))
         return self._residual(x, self.mlp_norm, self.mlp)
 
 
@@ -84,9 +88,11 @@ class TransformerBlock(nn.Module):
         )
         self.checkpoint_layers = cfg.activations_checkpoint_num_layers
 
-    def _run_layers(self, start: int, end: int, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        for layer in self.layers[start:end]:
-            x = layer(x, *args, **kwargs)
+    def _run_layers(self, start: int, end: int, x: torch.Tensor, *args,
+                    kv_cache: KVCache | None = None, **kwargs) -> torch.Tensor:
+        for index in range(start, end):
+            cache = None if kv_cache is None else kv_cache.layer(index)
+            x = self.layers[index](x, *args, cache=cache, **kwargs)
         return x
 
     def _spans(self) -> list[tuple[int, int, bool]]:
@@ -101,14 +107,17 @@ class TransformerBlock(nn.Module):
         return [(i, i + 1, True) for i in range(span)] + rest
 
     def forward(self, x: torch.Tensor, rotary: Rotary = None, segment_ids: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None,
                 **attention_inputs: torch.Tensor | None) -> torch.Tensor:
-        """x [B, S, C] -> [B, S, C]; attention_inputs: TransformerLayer.forward's keywords."""
+        """x [B, S, C] -> [B, S, C]; attention_inputs: TransformerLayer.forward's keywords;
+        kv_cache: the stack's caches when generating (x then holds the new tokens only)."""
         for start, end, checkpointed in self._spans():
             if checkpointed:
                 x = checkpoint(self._run_layers, start, end, x, rotary, segment_ids,
                                use_reentrant=False, **attention_inputs)
             else:
-                x = self._run_layers(start, end, x, rotary, segment_ids, **attention_inputs)
+                x = self._run_layers(start, end, x, rotary, segment_ids, kv_cache=kv_cache,
+                                     **attention_inputs)
         return x if self.final_norm is None else self.final_norm(x)
 
 

@@ -1,6 +1,8 @@
 """Seq2seq generation: a tiny T5 overfit to two pairs writes their targets back greedily and
-with near-greedy sampling; greedy equals Hugging Face's generate with copied weights; the
-sampling options and sentinel handling; scripts/generate.py on a T5 checkpoint."""
+with near-greedy sampling; the key/value cache (self-attention keys, the encoder's keys for
+cross-attention) changes nothing for any position type, nor through the flash kernel; greedy
+equals Hugging Face's generate with copied weights; the sampling options and sentinel handling;
+scripts/generate.py on a T5 checkpoint."""
 
 from __future__ import annotations
 
@@ -61,6 +63,32 @@ def test_sampling_near_the_mode_writes_them_too_and_is_seeded(overfit):
     runs = [generate_seq2seq_ids(model, text_enc, 6, start_id=START, enc_mask=enc_mask, temperature=5.0,
                                  generator=torch.Generator().manual_seed(seed)) for seed in (3, 3, 4)]
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("position", ["relative", "learned_absolute", "alibi", "kerple"])
+def test_the_cache_changes_nothing(position):
+    torch.manual_seed(0)
+    model = T5Model(tiny_t5_config(stack={"position_embedding_type": position,
+                                          "num_query_groups": 2}), VOCAB).eval()
+    text_enc = torch.randint(0, VOCAB, (2, 20))
+    enc_mask = torch.arange(20)[None, :] < torch.tensor([[20], [13]])
+    cached = generate_seq2seq_ids(model, text_enc, 10, start_id=START, enc_mask=enc_mask, greedy=True)
+    uncached = generate_seq2seq_ids(model, text_enc, 10, start_id=START, enc_mask=enc_mask,
+                                    greedy=True, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+def test_the_flash_kernel_decodes_with_the_cache():
+    from tests.modules.test_attention import needs_kernel_on_cpu
+
+    needs_kernel_on_cpu()
+    outputs = []
+    for flash in (False, True):
+        torch.manual_seed(0)
+        model = T5Model(tiny_t5_config(stack={"use_flash_attention": flash}), VOCAB).eval()
+        outputs.append(generate_seq2seq_ids(model, torch.randint(0, VOCAB, (2, 20)), 6,
+                                            start_id=START, greedy=True))
+    assert torch.equal(outputs[0], outputs[1])
 
 
 def test_a_stopped_row_repeats_the_stop_id_while_the_other_continues():

@@ -1,0 +1,70 @@
+"""Ring attention over 2 and 4 CPU processes (gloo): the output and the gradients of q, k, v
+equal plain attention over the whole sequence, causal (load-balanced layout) and not, with GQA;
+through the PyTorch path, and through the Triton kernel (interpreter) on 2 processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from megatron_lite.parallel import gather_from_context_parallel, ring_attention, split_for_context_parallel
+from megatron_lite_kernels.attention_reference import attention_reference
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def whole_inputs(seqlen: int):
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(2, seqlen, 4, 16, generator=generator, dtype=torch.float64)
+    k, v = (torch.randn(2, seqlen, 2, 16, generator=generator, dtype=torch.float64) for _ in range(2))
+    dout = torch.randn(2, seqlen, 4, 16, generator=generator, dtype=torch.float64)
+    return q, k, v, dout
+
+
+def run_rank(rank: int, world: int, port: int, causal: bool, use_flash: bool, seqlen: int) -> None:
+    if use_flash:
+        os.environ["TRITON_INTERPRET"] = "1"
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        q, k, v, dout = whole_inputs(seqlen)
+        dtype = torch.float32
+        local = [split_for_context_parallel(x.to(dtype), rank, world).requires_grad_() for x in (q, k, v)]
+        out = ring_attention(*local, causal=causal, use_flash=use_flash)
+        grads = torch.autograd.grad(out, local, split_for_context_parallel(dout.to(dtype), rank, world))
+        whole = [gather_from_context_parallel(x.detach()) for x in (out, *grads)]
+        q64, k64, v64 = (x.clone().requires_grad_() for x in (q, k, v))
+        expected_out = attention_reference(q64, k64, v64, causal=causal)
+        expected = [expected_out, *torch.autograd.grad(expected_out, (q64, k64, v64), dout)]
+        for name, got, want in zip(("out", "dq", "dk", "dv"), whole, expected):
+            torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5, msg=name)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("causal", [True, False])
+def test_ring_attention_equals_attention_over_the_whole_sequence(world, causal):
+    mp.spawn(run_rank, args=(world, free_port(), causal, False, 8 * world), nprocs=world)
+
+
+def test_ring_attention_through_the_kernel():
+    from tests.modules.test_attention import needs_kernel_on_cpu
+
+    needs_kernel_on_cpu()
+    mp.spawn(run_rank, args=(2, free_port(), True, True, 24), nprocs=2)
+
+
+def test_split_and_gather_are_inverse_and_balanced():
+    # chunks r and 2P - 1 - r: rank 0 of 2 holds chunks 0 and 3 of 4
+    x = torch.arange(8)[None]
+    assert split_for_context_parallel(x, 0, 2).tolist() == [[0, 1, 6, 7]]
+    assert split_for_context_parallel(x, 1, 2).tolist() == [[2, 3, 4, 5]]

@@ -2,9 +2,9 @@
 the training step of scripts/train.py (megatron_lite.benchmarks.training), timed.
 
     python scripts/bench_train.py --config-name megatron_t5_config --lengths 512:128,2048:512 \
-        --variants off,encoder,decoder,on --peer --out t5_train.md -- +preset=t5/bench
+        --variants off,encoder,decoder,on --peer eager --out t5_train.md -- +preset=t5/bench
     python scripts/bench_train.py --config-name megatron_gpt_config --lengths 2048 \
-        --variants off,on --peer -- +preset=gpt/bench
+        --variants off,on --peer eager,compiled -- +preset=gpt/bench
 
 Everything after `--` is a Hydra override of the config, as for scripts/train.py; --lengths
 sets model.seq_length:model.data.seq_length_dec (T5) or model.encoder_seq_length (GPT), and each
@@ -31,7 +31,7 @@ import triton
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from megatron_lite.benchmarks.hf_peers import PeerShape, measure_peer
+from megatron_lite.benchmarks.hf_peers import PEER_MODES, PeerShape, measure_peer
 from megatron_lite.benchmarks.training import (
     SWITCHES,
     TABLE_HEADER,
@@ -56,9 +56,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compile, autotune)")
     parser.add_argument("--out", default="", help="write the markdown table here")
     parser.add_argument("--json", default="", help="write every measurement here")
-    parser.add_argument("--peer", action="store_true",
+    parser.add_argument("--peer", default="",
                         help="also time the Hugging Face model of the same shape (GPT-2 or T5, random "
-                             "tokens, micro-batch size) after each length's variants")
+                             "tokens, micro-batch size) after each length's variants: eager, "
+                             "compiled (under torch.compile) or eager,compiled")
     parser.add_argument("--kernel-file", default="",
                         help="an edited copy of the kernel (kernels/megatron_lite_kernels/flash_attention/, "
                              "in a form load_kernel_copy accepts) for the flash variants")
@@ -97,13 +98,16 @@ def run(args: argparse.Namespace) -> None:
                     lambda: measure_training(cfg, steps=args.steps, warmup=args.warmup),
                     lengths, variant, cfg, device, records))
                 report_row(args, lines, records, device)
-            if args.peer:  # the Hugging Face model of the last variant's shape, micro-batch size
+            for peer in filter(None, args.peer.split(",")):  # the last variant's shape
+                if peer not in PEER_MODES:
+                    sys.exit(f"unknown --peer {peer!r}; choose from {', '.join(PEER_MODES)}")
                 shape = PeerShape.of(cfg, family, padded_vocab_size(cfg, build_tokenizer_from_config(cfg)))
                 lines.append(measured_row(
                     lambda: measure_peer(family, shape, tuple(int(n) for n in lengths.split(":")),
                                          cfg.model.micro_batch_size, steps=args.steps, warmup=args.warmup,
-                                         device=device, precision=cfg.trainer.lightning_precision),
-                    lengths, "HF peer", cfg, device, records, batch=cfg.model.micro_batch_size))
+                                         device=device, precision=cfg.trainer.lightning_precision,
+                                         compiled=peer == "compiled"),
+                    lengths, f"HF peer ({peer})", cfg, device, records, batch=cfg.model.micro_batch_size))
                 report_row(args, lines, records, device)
     print("\n" + table(lines))
 

@@ -67,15 +67,22 @@ def random_batch(family: str, vocab: int, batch: int, lengths: tuple[int, ...], 
     return {"input_ids": tokens(lengths[0]), "labels": tokens(lengths[1])}
 
 
+PEER_MODES = ("eager", "compiled")
+
+
 def measure_peer(family: str, shape: PeerShape, lengths: tuple[int, ...], batch: int, *, steps: int,
-                 warmup: int, device: torch.device, precision: str = "bf16-mixed") -> TrainingMeasurement:
-    """Tokens/s and peak memory of `steps` training steps of the peer after `warmup` ones.
+                 warmup: int, device: torch.device, precision: str = "bf16-mixed",
+                 compiled: bool = False) -> TrainingMeasurement:
+    """Tokens/s and peak memory of `steps` training steps of the peer after `warmup` ones;
+    compiled: the model under torch.compile (its compilation falls in the warm-up steps).
 
     lengths: (S,) for GPT, (S_enc, S_dec) for T5. No MFU: the peer's FLOPs are not counted the
     way our families count theirs."""
     torch.manual_seed(0)
     model = build_peer(family, shape, lengths[0]).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    if compiled:
+        model = torch.compile(model)
     batches = itertools.cycle([random_batch(family, shape.vocab, batch, lengths, device) for _ in range(4)])
 
     def step() -> torch.Tensor:

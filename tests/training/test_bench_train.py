@@ -101,7 +101,7 @@ def test_script_writes_a_row_per_length_and_variant(tiny_corpus, tmp_path):
     overrides = [o for o in tiny_t5_overrides(tiny_corpus, tmp_path / "unused") if "seq_length" not in o]
     result = subprocess.run(
         [sys.executable, "scripts/bench_train.py", "--lengths", "24:8,32:12", "--variants", "off,decoder",
-         "--steps", "1", "--warmup", "0", "--peer", "--out", str(out), "--json", str(record), "--", *overrides],
+         "--steps", "1", "--warmup", "0", "--peer", "eager", "--out", str(out), "--json", str(record), "--", *overrides],
         # Without the interpreter the flash variant warns and runs the PyTorch path: fast, and
         # the tests above cover the kernel.
         cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -109,8 +109,8 @@ def test_script_writes_a_row_per_length_and_variant(tiny_corpus, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in out.read_text().splitlines() if line.startswith(("| 24:8", "| 32:12"))]
-    expected = [("24:8", "off"), ("24:8", "decoder"), ("24:8", "HF peer"),
-                ("32:12", "off"), ("32:12", "decoder"), ("32:12", "HF peer")]
+    expected = [("24:8", "off"), ("24:8", "decoder"), ("24:8", "HF peer (eager)"),
+                ("32:12", "off"), ("32:12", "decoder"), ("32:12", "HF peer (eager)")]
     assert [tuple(cell.strip() for cell in row.split("|")[1:3]) for row in rows] == expected
     assert all(float(row.split("|")[4].replace(",", "")) > 0 for row in rows)
     # Each row printed as it was measured, before the whole table.
@@ -122,15 +122,16 @@ def test_script_writes_a_row_per_length_and_variant(tiny_corpus, tmp_path):
     assert [row["batch"] for row in saved["rows"]] == [8, 8, 4] * 2  # global batch; the peer: micro-batch
 
 
-@pytest.mark.parametrize("family,lengths", [("gpt", (16,)), ("t5", (16, 6))])
-def test_hugging_face_peer_trains_the_shape_it_is_given(family, lengths):
+@pytest.mark.parametrize("family,lengths,compiled", [("gpt", (16,), False), ("t5", (16, 6), False),
+                                                     ("gpt", (16,), True)])
+def test_hugging_face_peer_trains_the_shape_it_is_given(family, lengths, compiled):
     from megatron_lite.benchmarks.hf_peers import PeerShape, build_peer, measure_peer
 
     shape = PeerShape(layers=1, hidden=32, heads=4, ffn=64, vocab=100)
     model = build_peer(family, shape, lengths[0])
     assert model.config.vocab_size == 100 and model.config.num_hidden_layers == 1
     result = measure_peer(family, shape, lengths, batch=3, steps=3, warmup=1, device=torch.device("cpu"),
-                          precision="32-true")
+                          precision="32-true", compiled=compiled)
     assert result.tokens_per_step == 3 * sum(lengths)
     # Random tokens through a fresh model: losses of the order of log(vocab) at every step.
     assert all(0.5 * math.log(100) < loss < 2 * math.log(100) for loss in result.losses)

@@ -73,8 +73,14 @@ def last_checkpoint(checkpoint_dir: Path) -> Path | None:
 
 
 def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
-    """A checkpoint dict on the CPU; a clear error for a missing or unreadable file."""
+    """A checkpoint dict on the CPU; a clear error for a missing or unreadable file. A folder is
+    read as a Hugging Face model (config.json + weights), converted in memory."""
     path = Path(path)
+    if path.is_dir():
+        # Imported here: megatron_lite.interop reads our checkpoints through this module.
+        from megatron_lite.interop import checkpoint_from_hf  # noqa: PLC0415
+
+        return checkpoint_from_hf(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:

@@ -10,7 +10,7 @@ d = j - i' (i' = i + Sk - Sq: bottom-right aligned when Sq != Sk, as in decoding
 - ALiBi (Press et al., 2022) adds -slope_h * |d| with fixed per-head slopes: the kernel computes
   it from the slopes.
 - KERPLE (Chi et al., 2022) learns a kernel of |d| per head: logarithmic,
-  -b * log(1 + a * |d|^p), or power, -r1 * |d|^r2 (parameters kept in range by clamping).
+  -b * log(1 + a * |d|^p), or power, -r1 * |d|^r2 (parameters projected into their range).
 - Sandwich (Chi et al., 2023): the inner product of the sinusoidal embeddings of i and j, which
   depends on d only, shifted to 0 at d = 0 and scaled per head (NeMo's form).
 
@@ -32,7 +32,7 @@ from torch import nn
 
 from megatron_lite.config import T5StackConfig, TransformerConfig
 
-# KERPLE's parameters are clamped into their valid range on every use, as the paper does:
+# KERPLE's parameters are projected into their valid range before every use, as the paper does:
 # positive, and the power at most 2 (the kernel stays conditionally positive definite).
 KERPLE_MIN = 1e-2
 KERPLE_MAX_POWER = 2.0
@@ -148,15 +148,21 @@ class KerpleBias(DistanceFunctionBias):
             self.kerple_r2 = nn.Parameter(torch.ones(num_heads))
 
     def values(self, distance: torch.Tensor) -> torch.Tensor:
+        self._project()
         magnitude = distance.abs().to(torch.float32)[None, :]  # (1, N)
         if self.kind == "log":
-            a = self.kerple_a.clamp(min=KERPLE_MIN)[:, None]  # (H, 1)
-            b = self.kerple_b.clamp(min=KERPLE_MIN)[:, None]
-            p = self.kerple_p.clamp(KERPLE_MIN, KERPLE_MAX_POWER)[:, None]
+            a, b, p = (x[:, None] for x in (self.kerple_a, self.kerple_b, self.kerple_p))  # (H, 1)
             return -b * torch.log1p(a * magnitude.pow(p))  # (H, N)
-        r1 = self.kerple_r1.clamp(min=KERPLE_MIN)[:, None]
-        r2 = self.kerple_r2.clamp(KERPLE_MIN, KERPLE_MAX_POWER)[:, None]
+        r1, r2 = self.kerple_r1[:, None], self.kerple_r2[:, None]
         return -r1 * magnitude.pow(r2)  # (H, N)
+
+    @torch.no_grad()
+    def _project(self) -> None:
+        """Every parameter into its range, in place. Unlike clamping in the formula, a parameter
+        an update pushed past a bound keeps its gradient there and can move back."""
+        for name, parameter in self.named_parameters():
+            upper = KERPLE_MAX_POWER if name in ("kerple_p", "kerple_r2") else None
+            parameter.clamp_(min=KERPLE_MIN, max=upper)
 
 
 class SandwichBias(DistanceFunctionBias):

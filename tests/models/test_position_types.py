@@ -73,15 +73,19 @@ def test_kerple_values_are_the_papers_kernels():
                 -r1 * abs(d) ** r2, rel=1e-5, abs=1e-7)
 
 
-def test_kerple_parameters_are_clamped_into_their_valid_range():
+def test_kerple_parameters_are_projected_into_their_valid_range_and_keep_their_gradient():
     log = KerpleBias(2, "log")
     with torch.no_grad():
         log.kerple_a.fill_(-3.0)
         log.kerple_b.fill_(-1.0)
         log.kerple_p.fill_(5.0)
-    # a and b at 0.01, p at 2
-    expected = -0.01 * math.log(1 + 0.01 * 3.0 ** 2)
-    assert log.values(torch.tensor([3]))[0, 0].item() == pytest.approx(expected, rel=1e-5)
+    value = log.values(torch.tensor([3]))[0, 0]
+    # a and b at 0.01, p at 2, as the parameters themselves
+    assert value.item() == pytest.approx(-0.01 * math.log(1 + 0.01 * 3.0 ** 2), rel=1e-5)
+    assert log.kerple_b.tolist() == pytest.approx([0.01, 0.01]) and log.kerple_p.tolist() == [2.0, 2.0]
+    # at the bound, a parameter still gets a gradient, so training can move it back
+    value.backward()
+    assert all(p.grad[0] != 0 for p in log.parameters())
 
 
 def test_sandwich_values_are_the_inner_product_of_sinusoids():

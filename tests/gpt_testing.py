@@ -1,8 +1,10 @@
-"""Helpers of the GPT tests: compose configs through Hydra, write a tiny corpus, read metrics."""
+"""Helpers of the GPT tests: compose configs through Hydra, write a tiny corpus (and the tokenizer
+files NeMo users bring, trained on it), read metrics."""
 
 from __future__ import annotations
 
 import csv
+import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,9 +13,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from megatron_lite.config import GPTConfig, register_configs, reject_unknown_keys
+from megatron_lite.config import RunConfig, register_configs, run_config
 from megatron_lite.data import IndexedDatasetWriter, token_dtype_for_vocab
-from megatron_lite.tokenizers import ByteTokenizer
+from megatron_lite.tokenizers import ByteTokenizer, Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
@@ -30,26 +32,74 @@ def compose_raw(overrides: Sequence[str] = (), config_name: str = "megatron_gpt_
         return compose(config_name=config_name, overrides=list(overrides))
 
 
-def compose_gpt(overrides: Sequence[str] = (), **kwargs) -> GPTConfig:
-    """What scripts/train.py hands to the library for these command-line overrides."""
-    cfg = OmegaConf.to_object(compose_raw(overrides, **kwargs))
-    reject_unknown_keys(cfg)
-    return cfg
+def compose_gpt(overrides: Sequence[str] = (), **kwargs) -> RunConfig:
+    """What scripts/train.py hands to the library for these command-line overrides (a GPTConfig
+    for our GPT YAML; the family follows the composed keys, as in the script)."""
+    return run_config(OmegaConf.to_container(compose_raw(overrides, **kwargs), resolve=False))
 
 
-def write_tiny_corpus(prefix: Path, num_documents: int = 160, seed: int = 0) -> str:
-    """Byte-tokenized documents of simple sentences, each ending with eod: learnable in a few
-    steps by a tiny model. Returns the data prefix."""
+def tiny_documents(num_documents: int = 160, seed: int = 0) -> list[str]:
+    """Documents of simple sentences: learnable in a few steps by a tiny model."""
     rng = random.Random(seed)
-    tokenizer = ByteTokenizer()
+    return [
+        " ".join(f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}"
+                 for _ in range(rng.randint(2, 8)))
+        for _ in range(num_documents)
+    ]
+
+
+def write_tiny_corpus(prefix: Path, num_documents: int = 160, seed: int = 0,
+                      tokenizer: Tokenizer | None = None) -> str:
+    """The tiny documents tokenized (bytes by default), each ending with eod. Returns the data
+    prefix."""
+    tokenizer = tokenizer or ByteTokenizer()
     with IndexedDatasetWriter(str(prefix), token_dtype_for_vocab(tokenizer.vocab_size)) as writer:
-        for _ in range(num_documents):
-            sentences = [
-                f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}"
-                for _ in range(rng.randint(2, 8))
-            ]
-            writer.add_document(tokenizer.encode(" ".join(sentences)) + [tokenizer.eod_id])
+        for document in tiny_documents(num_documents, seed):
+            writer.add_document(tokenizer.encode(document) + [tokenizer.eod_id])
     return str(prefix)
+
+
+def write_gpt2_bpe_files(directory: Path, vocab_size: int = 300) -> tuple[str, str]:
+    """A GPT-2 style byte-level BPE (vocab.json, merges.txt with <|endoftext|>) trained on the
+    tiny documents, as NeMo's GPT2BPETokenizer reads them. Returns (vocab_file, merge_file)."""
+    from tokenizers import Tokenizer as HFBackend, models, pre_tokenizers, trainers  # noqa: PLC0415
+
+    backend = HFBackend(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator(tiny_documents(), trainer)
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab_file, merge_file = backend.model.save(str(directory))
+    return vocab_file, merge_file
+
+
+def write_wordpiece_vocab(directory: Path) -> str:
+    """A BERT vocab.txt (specials, then the tiny documents' words and characters), as NeMo's
+    BertWordPieceCase reads it."""
+    words = sorted({word for document in tiny_documents() for word in document.replace(".", " .").split()})
+    characters = sorted({character for word in words for character in word})
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words,
+              *(c for c in characters if c not in words), *(f"##{c}" for c in characters)]
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "vocab.txt"
+    path.write_text("\n".join(tokens) + "\n")
+    return str(path)
+
+
+def write_tokenizer_folder(directory: Path) -> str:
+    """A Hugging Face tokenizer folder (tokenizer.json, tokenizer_config.json) holding the tiny
+    GPT-2 BPE, as save_pretrained writes one."""
+    from tokenizers import Tokenizer as HFBackend, decoders, models, pre_tokenizers  # noqa: PLC0415
+
+    vocab_file, merge_file = write_gpt2_bpe_files(directory / "bpe")
+    backend = HFBackend(models.BPE.from_file(vocab_file, merge_file))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps(
+        {"eos_token": "<|endoftext|>", "bos_token": {"content": "<|endoftext|>"}}))
+    return str(directory)
 
 
 def tiny_run_overrides(data_prefix: str, log_dir: Path) -> dict[str, object]:

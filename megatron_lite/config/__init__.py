@@ -2,9 +2,11 @@
 
 A family's YAML names its schema first in its defaults list (`SCHEMAS`), so Hydra merges the file
 and every command-line override into these dataclasses: a misspelled key or a wrong type fails
-while composing, naming the key. `OmegaConf.to_object` then builds the dataclasses, whose
-`__post_init__` runs the value and cross-field checks. Everything below scripts/ receives these
-objects, never a DictConfig.
+while composing, naming the key. A NeMo YAML names no schema; `run_config` merges whatever was
+composed into the family's schema, with the same checks, and builds the dataclasses, whose
+`__post_init__` runs the value and cross-field checks. Every key of NeMo 1.23's GPT and T5 YAML
+files is in the schema (config/nemo.py holds those without a feature of their own). Everything
+below scripts/ receives these objects, never a DictConfig.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from megatron_lite.config.compose import run_config, schema_of
 from megatron_lite.config.data import DataConfig, GPTDataConfig, T5DataConfig, TokenizerConfig
 from megatron_lite.config.exp_manager import CheckpointCallbackParams, ExpManagerConfig
 from megatron_lite.config.gpt import GPTConfig
 from megatron_lite.config.model import GPTModelConfig, ModelCommonConfig
 from megatron_lite.config.optim import OptimConfig, SchedConfig
+from megatron_lite.config.resolvers import register_nemo_resolvers
 from megatron_lite.config.run import InferenceConfig, RunConfig
 from megatron_lite.config.t5 import T5Config, T5ModelConfig, T5StackConfig
 from megatron_lite.config.trainer import TrainerConfig
@@ -35,7 +39,9 @@ STACK_SCHEMA_NAME = "megatron_model_base_schema"
 
 
 def register_configs() -> None:
-    """Make the schemas available to the defaults lists of Hydra YAML files."""
+    """Make the schemas available to the defaults lists of Hydra YAML files, and NeMo's
+    resolvers to their interpolations."""
+    register_nemo_resolvers()
     store = ConfigStore.instance()
     for name, schema in SCHEMAS.items():
         store.store(name=name, node=schema)
@@ -46,8 +52,10 @@ def reject_unknown_keys(cfg: Any, prefix: str = "") -> None:
     """Fail on keys the schema does not have.
 
     Hydra refuses an unknown key in a YAML file or in `key=value`, but `+key=value` (NeMo users
-    write it for keys missing from NeMo's YAML) adds it anyway, and `OmegaConf.to_object` then
-    sets it as a plain attribute of the dataclass: it would be silently ignored.
+    write it for keys missing from NeMo's YAML) adds it anyway, and `OmegaConf.to_object` of the
+    composed config then sets it as a plain attribute of the dataclass: it would be silently
+    ignored. (`run_config` merges into a fresh schema instead, which refuses it; this is for code
+    that builds the dataclasses from Hydra's config directly.)
     """
     names = {field.name for field in dataclasses.fields(cfg)}
     for name, value in vars(cfg).items():
@@ -68,9 +76,7 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
 def config_from_dict(values: dict[str, Any], schema: type[RunConfig] = GPTConfig) -> RunConfig:
     """The inverse of `config_to_dict` for a config of `schema` (a root type of `SCHEMAS`),
     validated like a YAML file."""
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
-    reject_unknown_keys(cfg)
-    return cfg
+    return run_config(values, schema)
 
 
 def config_to_yaml(cfg: RunConfig) -> str:
@@ -102,5 +108,8 @@ __all__ = [
     "config_to_dict",
     "config_to_yaml",
     "register_configs",
+    "register_nemo_resolvers",
     "reject_unknown_keys",
+    "run_config",
+    "schema_of",
 ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Dict, Optional
+
+from megatron_lite.config.nemo import INERT, fixed, ignored
 
 
 @dataclass
@@ -16,6 +18,8 @@ class CheckpointCallbackParams:
     # A .nemo archive is NeMo's packaging; our checkpoints carry their config instead.
     always_save_nemo: bool = False
     save_nemo_on_train_end: bool = False
+    # tensor x pipeline parallel size, for NeMo's per-rank checkpoint names (both are 1 here).
+    model_parallel_size: Optional[int] = ignored(INERT)
 
     def __post_init__(self) -> None:
         if self.mode not in ("min", "max"):
@@ -38,6 +42,9 @@ class CheckpointCallbackParams:
 @dataclass
 class ExpManagerConfig:
     # explicit_log_dir wins; otherwise exp_dir/name[/version].
+    # Resuming (NeMo's rules): with resume_if_exists, the newest checkpoint of the run folder;
+    # if it holds none, resume_from_checkpoint when set, else a new run when
+    # resume_ignore_no_checkpoint (an error otherwise).
     explicit_log_dir: Optional[str] = None
     exp_dir: Optional[str] = None
     name: str = "megatron_gpt"
@@ -46,6 +53,10 @@ class ExpManagerConfig:
     create_tensorboard_logger: bool = True
     create_csv_logger: bool = True
     create_wandb_logger: bool = False
+    wandb_logger_kwargs: Optional[Dict[str, Any]] = ignored(INERT)
+    create_neptune_logger: bool = fixed(
+        False, "TensorBoard and CSV logs are written to the run folder")
+    neptune_logger_kwargs: Optional[Dict[str, Any]] = ignored(INERT)
     create_checkpoint_callback: bool = True
     resume_if_exists: bool = False
     resume_ignore_no_checkpoint: bool = False
@@ -59,15 +70,6 @@ class ExpManagerConfig:
             raise ValueError(
                 "exp_manager.create_wandb_logger=True is not implemented; TensorBoard and CSV "
                 "logs are written to the run folder"
-            )
-        if self.resume_if_exists and self.resume_from_checkpoint is not None:
-            raise ValueError(
-                "exp_manager.resume_if_exists=True and exp_manager.resume_from_checkpoint are "
-                "exclusive: pick the last checkpoint of the run folder, or the one named"
-            )
-        if self.resume_ignore_no_checkpoint and not self.resume_if_exists:
-            raise ValueError(
-                "exp_manager.resume_ignore_no_checkpoint=True needs exp_manager.resume_if_exists=True"
             )
         if not self.name:
             raise ValueError("exp_manager.name must not be empty")

@@ -8,6 +8,7 @@ from typing import Optional
 
 from megatron_lite.config.checks import require_at_least
 from megatron_lite.config.data import GPTDataConfig, TokenizerConfig
+from megatron_lite.config.nemo import NeMoGPTModelKeys, NeMoModelKeys, NeMoStackKeys
 from megatron_lite.config.optim import OptimConfig
 from megatron_lite.config.transformer import TransformerConfig
 
@@ -15,6 +16,8 @@ from megatron_lite.config.transformer import TransformerConfig
 GPT_POSITION_TYPES = ("learned_absolute", "rope", "alibi", "kerple", "kerple_power", "xpos",
                       "sandwich")
 ROTARY_TYPES = ("rope", "xpos")
+# What a non-finite loss or gradient norm does to a training step (model.non_finite_action).
+NON_FINITE_ACTIONS = ("stop", "skip")
 
 
 @dataclass
@@ -28,19 +31,57 @@ class ModelCommonConfig:
     make_vocab_size_divisible_by: int = 128
     override_vocab_size: Optional[int] = None
     seed: int = 1234
+    # A checkpoint to resume training from when exp_manager finds none to resume (NeMo's GPT YAML
+    # interpolates exp_manager.resume_from_checkpoint from it).
+    resume_from_checkpoint: Optional[str] = None
+
+    # Precision. megatron_amp_O2 (NeMo: half-precision weights with fp32 master weights in the
+    # optimizer) runs as trainer.precision's mixed precision, fp32 weights under autocast: the
+    # same or better numerics, more memory. It is noted at start-up.
+    megatron_amp_O2: bool = False
+    # fp16's dynamic loss scaling: the first scale, the clean steps before it doubles, and the
+    # overflowing steps in a row before it halves (NeMo's hysteresis).
+    native_amp_init_scale: float = 2.0**32
+    native_amp_growth_interval: int = 1000
+    hysteresis: int = 2
+    # DDP's gradient buckets are the gradients' own storage (saves one copy of the gradients).
+    gradient_as_bucket_view: bool = True
+    # True: weight decay on every parameter; False: not on biases and norm gains (NeMo's default).
+    do_layer_norm_weight_decay: bool = False
+    # A non-finite loss or gradient norm: "stop" training with a message naming the step and the
+    # first parameter whose gradient is not finite, or "skip" the optimizer step (all ranks
+    # agree) and count it in the logged skipped_steps. Under fp16 (trainer.precision=16),
+    # overflowing gradients are the loss scaler's to skip; the action applies to the loss.
+    non_finite_action: str = "stop"
 
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def check_common(self) -> None:
-        if self.tensor_model_parallel_size != 1 or self.sequence_parallel:
+        if self.tensor_model_parallel_size != 1:
             raise ValueError(
-                "model.tensor_model_parallel_size > 1 and model.sequence_parallel=True are not "
+                f"model.tensor_model_parallel_size={self.tensor_model_parallel_size} is not "
                 "implemented yet (tensor parallelism comes with its own issue); use data parallel "
                 "(trainer.devices)"
             )
+        if self.sequence_parallel:
+            raise ValueError(
+                "model.sequence_parallel=True is not implemented: it shards tensor-parallel "
+                "activations, and tensor parallelism is not implemented yet"
+            )
         if self.pipeline_model_parallel_size != 1:
-            raise ValueError("model.pipeline_model_parallel_size > 1 is not implemented")
+            raise ValueError(
+                f"model.pipeline_model_parallel_size={self.pipeline_model_parallel_size} is not "
+                "implemented: pipeline parallelism does not exist here yet; use data parallel "
+                "(trainer.devices)"
+            )
+        if self.non_finite_action not in NON_FINITE_ACTIONS:
+            raise ValueError(
+                f"model.non_finite_action={self.non_finite_action!r} is not one of {NON_FINITE_ACTIONS}"
+            )
+        if self.native_amp_init_scale <= 0:
+            raise ValueError(f"model.native_amp_init_scale must be > 0, got {self.native_amp_init_scale}")
+        require_at_least(self, "model.", 1, "native_amp_growth_interval", "hysteresis")
         require_at_least(self, "model.", 1, "micro_batch_size", "global_batch_size",
                          "make_vocab_size_divisible_by")
         if self.global_batch_size % self.micro_batch_size:
@@ -53,7 +94,7 @@ class ModelCommonConfig:
 
 
 @dataclass
-class GPTModelConfig(ModelCommonConfig, TransformerConfig):
+class GPTModelConfig(NeMoGPTModelKeys, NeMoModelKeys, NeMoStackKeys, ModelCommonConfig, TransformerConfig):
     encoder_seq_length: int = 512
     max_position_embeddings: int = 512
     rotary_percentage: float = 1.0

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from megatron_lite.config.checks import require_at_least
+from megatron_lite.config.nemo import fixed
 # NeMo's fused_adam is Apex's FusedAdam in AdamW mode: both names give torch's AdamW here.
 OPTIMIZERS = ("fused_adam", "adamw")
 SCHEDULERS = ("CosineAnnealing", "WarmupAnnealing")
@@ -21,6 +22,7 @@ class SchedConfig:
     min_lr: float = 0.0
     # The schedule's length; trainer.max_steps when null.
     max_steps: Optional[int] = None
+    last_epoch: int = fixed(-1, "a schedule starts at step 0; a resumed run restores its position")
 
     def __post_init__(self) -> None:
         if self.name not in SCHEDULERS:

@@ -8,6 +8,7 @@ from typing import Optional
 
 from megatron_lite.config.exp_manager import ExpManagerConfig
 from megatron_lite.config.model import ModelCommonConfig
+from megatron_lite.config.nemo import check_fixed_keys, ignored_keys
 from megatron_lite.config.trainer import TrainerConfig
 
 
@@ -48,6 +49,7 @@ class RunConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def __post_init__(self) -> None:
+        check_fixed_keys(self)
         model, trainer = self.model, self.trainer
         per_step = model.micro_batch_size * self.data_parallel_size
         if model.global_batch_size % per_step:
@@ -56,7 +58,7 @@ class RunConfig:
                 f"model.micro_batch_size={model.micro_batch_size} x data-parallel size "
                 f"{self.data_parallel_size} (trainer.devices x trainer.num_nodes)"
             )
-        if trainer.val_check_interval > trainer.max_steps:
+        if isinstance(trainer.val_check_interval, int) and trainer.val_check_interval > trainer.max_steps:
             raise ValueError(
                 f"trainer.val_check_interval={trainer.val_check_interval} exceeds "
                 f"trainer.max_steps={trainer.max_steps}: the run would never validate nor "
@@ -75,6 +77,31 @@ class RunConfig:
                     f"({sched.constant_steps}) exceed the schedule's {self.schedule_steps} steps "
                     "(model.optim.sched.max_steps, else trainer.max_steps)"
                 )
+        if model.megatron_amp_O2 and trainer.lightning_precision in ("16-true", "bf16-true"):
+            raise ValueError(
+                f"model.megatron_amp_O2=True with trainer.precision={trainer.precision}: O2 keeps "
+                "fp32 master weights, which true half precision has not; use trainer.precision=bf16"
+            )
+
+    def ignored_keys(self) -> dict[str, list[str]]:
+        """NeMo keys set in this config that nothing here reads, by reason (config/nemo.py)."""
+        return ignored_keys(self)
+
+    def startup_notes(self) -> list[str]:
+        """Where a NeMo setting runs as its nearest equivalent here: one line each."""
+        notes = []
+        if self.model.megatron_amp_O2:
+            if self.trainer.lightning_precision == "32-true":
+                notes.append("model.megatron_amp_O2=True has no effect at trainer.precision=32 "
+                             "(as in NeMo)")
+            else:
+                notes.append(
+                    f"model.megatron_amp_O2=True runs as trainer.precision="
+                    f"{self.trainer.lightning_precision}: fp32 weights and optimizer state under "
+                    "autocast (NeMo's O2 keeps half-precision weights with fp32 master copies in "
+                    "the optimizer: close numerics, less memory)"
+                )
+        return notes
 
     @property
     def data_parallel_size(self) -> int:

@@ -7,10 +7,12 @@ included twice, as in NeMo); each is a TransformerConfig plus T5's relative-posi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from megatron_lite.config.checks import require_at_least
 from megatron_lite.config.data import T5DataConfig, TokenizerConfig
 from megatron_lite.config.model import ModelCommonConfig
+from megatron_lite.config.nemo import NeMoModelKeys, NeMoStackKeys, NeMoT5StackKeys, fixed
 from megatron_lite.config.run import RunConfig
 from megatron_lite.config.transformer import TransformerConfig
 
@@ -19,7 +21,7 @@ T5_POSITION_TYPES = ("learned_absolute", "relative", "alibi", "kerple", "kerple_
 
 
 @dataclass
-class T5StackConfig(TransformerConfig):
+class T5StackConfig(NeMoT5StackKeys, NeMoStackKeys, TransformerConfig):
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
     relative_position_bias_self_attention_only: bool = True
@@ -65,9 +67,13 @@ class T5StackConfig(TransformerConfig):
 
 
 @dataclass
-class T5ModelConfig(ModelCommonConfig):
+class T5ModelConfig(NeMoModelKeys, ModelCommonConfig):
     seq_length: int = 512  # encoder length; the decoder's is data.seq_length_dec
     max_position_embeddings: int = 512
+    pipeline_model_parallel_split_rank: int = fixed(0, "no pipeline parallelism")
+    # The word embeddings' init std. The model initialises them with model.encoder.init_method_std
+    # (a decoder table of its own with the decoder's), which this must equal when set.
+    embedding_init_method_std: Optional[float] = None
     embedding_dropout: float = 0.1
     share_token_embeddings: bool = True  # one word-embedding table for encoder and decoder
     share_decoder_tokens_head_embeddings: bool = True  # the output layer is that table
@@ -91,6 +97,13 @@ class T5ModelConfig(ModelCommonConfig):
                 "the word embeddings"
             )
         require_at_least(self, "model.", 1, "seq_length", "max_position_embeddings")
+        if (self.embedding_init_method_std is not None
+                and self.embedding_init_method_std != self.encoder.init_method_std):
+            raise ValueError(
+                f"model.embedding_init_method_std={self.embedding_init_method_std} differs from "
+                f"model.encoder.init_method_std={self.encoder.init_method_std}: the embeddings are "
+                "initialised with the encoder's std; set both alike"
+            )
         if not 0.0 <= self.embedding_dropout < 1.0:
             raise ValueError(f"model.embedding_dropout must be in [0, 1), got {self.embedding_dropout}")
         if self.data.seq_length is not None and self.data.seq_length != self.seq_length:
@@ -119,3 +132,13 @@ class T5ModelConfig(ModelCommonConfig):
 class T5Config(RunConfig):
     name: str = "megatron_t5"
     model: T5ModelConfig = field(default_factory=T5ModelConfig)
+
+    def startup_notes(self) -> list[str]:
+        notes = super().startup_notes()
+        data = self.model.data
+        if data.mean_ngram_size is None:
+            notes.append(
+                f"model.data.mean_ngram_size=null: masked spans have T5's mean length of "
+                f"{data.mean_span_length:g} tokens (NeMo draws n-grams up to max_ngram_size instead)"
+            )
+        return notes

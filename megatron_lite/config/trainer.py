@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional, Union
 
 from megatron_lite.config.checks import require_at_least
+from megatron_lite.config.nemo import NO_TEST_STAGE, ignored
 # NeMo's and Lightning's spellings of a precision -> Lightning's canonical one.
 PRECISIONS = {
     "16": "16-mixed",
@@ -31,10 +33,13 @@ class TrainerConfig:
     # Training length is counted in optimizer steps; an epoch is a whole run (Megatron's sampler).
     max_steps: int = 100_000
     max_epochs: int = -1
-    # In optimizer steps, like max_steps (NeMo's meaning), whatever the gradient accumulation.
-    val_check_interval: int = 100
-    # In global batches.
-    limit_val_batches: int = 50
+    # An int counts optimizer steps, like max_steps (NeMo's meaning), whatever the gradient
+    # accumulation; a float in (0, 1] is a fraction of the run (an epoch is the whole run).
+    val_check_interval: Union[int, float] = 100
+    # An int counts global batches; a float in (0, 1] is a fraction of one pass over the
+    # validation data.
+    limit_val_batches: Union[int, float] = 50
+    limit_test_batches: Optional[Union[int, float]] = ignored(NO_TEST_STAGE)
     num_sanity_val_steps: int = 2
     log_every_n_steps: int = 10
     gradient_clip_val: float = 1.0
@@ -63,8 +68,15 @@ class TrainerConfig:
             raise ValueError(
                 f"trainer.strategy={self.strategy!r} is not implemented; choose one of {STRATEGIES}"
             )
-        require_at_least(self, "trainer.", 1, "devices", "num_nodes", "max_steps",
-                         "val_check_interval", "limit_val_batches", "log_every_n_steps")
+        require_at_least(self, "trainer.", 1, "devices", "num_nodes", "max_steps", "log_every_n_steps")
+        for key in ("val_check_interval", "limit_val_batches"):
+            value = getattr(self, key)
+            if isinstance(value, float) and not 0.0 < value <= 1.0:
+                raise ValueError(
+                    f"trainer.{key}={value} must be a fraction in (0, 1] or a whole number >= 1"
+                )
+            if isinstance(value, int) and value < 1:
+                raise ValueError(f"trainer.{key} must be >= 1 (or a fraction in (0, 1]), got {value}")
         require_at_least(self, "trainer.", 0, "num_sanity_val_steps", "gradient_clip_val")
         if self.max_epochs != -1:
             raise ValueError(
@@ -99,3 +111,10 @@ class TrainerConfig:
     @property
     def world_size(self) -> int:
         return self.devices * self.num_nodes
+
+    @property
+    def val_check_steps(self) -> int:
+        """Optimizer steps between validations (Lightning rounds a fraction down, to >= 1)."""
+        if isinstance(self.val_check_interval, float):
+            return max(1, int(self.val_check_interval * self.max_steps))
+        return self.val_check_interval

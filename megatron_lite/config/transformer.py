@@ -85,12 +85,8 @@ class TransformerConfig:
     def _check_activation_checkpointing(self, prefix: str) -> None:
         granularity = self.activations_checkpoint_granularity
         if granularity is None:
-            if (self.activations_checkpoint_method is not None
-                    or self.activations_checkpoint_num_layers is not None):
-                raise ValueError(
-                    f"{prefix}activations_checkpoint_method / _num_layers have no effect unless "
-                    f"{prefix}activations_checkpoint_granularity=full"
-                )
+            # As in NeMo, method and num_layers are read only with a granularity (NeMo's base
+            # config sets num_layers: 1 with granularity null).
             return
         if granularity != "full":
             raise ValueError(

@@ -8,6 +8,7 @@ from megatron_lite.data.gpt_datasets import (
     parse_data_prefix,
     parse_splits_string,
     split_boundaries,
+    split_token_counts,
 )
 from megatron_lite.data.indexed_dataset import (
     IndexedDataset,
@@ -54,6 +55,7 @@ __all__ = [
     "reconstruct_text_tokens",
     "sample_fields",
     "split_boundaries",
+    "split_token_counts",
     "t5_sample_fields",
     "t5_sample_lengths",
     "token_dtype_for_vocab",

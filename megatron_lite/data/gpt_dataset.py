@@ -108,6 +108,8 @@ class GPTDataset(torch.utils.data.Dataset):
     """`num_samples` windows of seq_length + 1 tokens over `documents` of an indexed dataset.
 
     documents: the sequence numbers this dataset may read (a split), all of them if None.
+    vocab_size: if given, a window holding a token id outside [0, vocab_size) is a ValueError
+        naming the file (the data was tokenized with another tokenizer), never a silent lookup.
     cache_dir: where the index arrays are cached; next to the data files if None.
     Items are dicts: tokens int64 [S], labels int64 [S], loss_mask float32 [S],
     position_ids int64 [S], segment_ids int32 [S].
@@ -125,6 +127,7 @@ class GPTDataset(torch.utils.data.Dataset):
         reset_position_ids: bool,
         reset_attention_mask: bool,
         eod_mask_loss: bool,
+        vocab_size: int | None = None,
         cache_dir: str | None = None,
     ) -> None:
         if seq_length < 1:
@@ -148,6 +151,7 @@ class GPTDataset(torch.utils.data.Dataset):
         self.indexed_dataset = indexed_dataset
         self.seq_length = seq_length
         self.num_samples = num_samples
+        self.vocab_size = vocab_size
         self.sample_options = {
             "eod_id": eod_id,
             "reset_position_ids": reset_position_ids,
@@ -195,11 +199,26 @@ class GPTDataset(torch.utils.data.Dataset):
         last, last_offset = (int(v) for v in sample_idx[sample + 1])
         read = self.indexed_dataset.get
         if first == last:
-            return read(int(doc_idx[first]), first_offset, last_offset - first_offset + 1)
-        pieces = [read(int(doc_idx[first]), first_offset)]
-        pieces += [read(int(doc_idx[position])) for position in range(first + 1, last)]
-        pieces.append(read(int(doc_idx[last]), 0, last_offset + 1))
-        return np.concatenate(pieces)
+            window = read(int(doc_idx[first]), first_offset, last_offset - first_offset + 1)
+        else:
+            pieces = [read(int(doc_idx[first]), first_offset)]
+            pieces += [read(int(doc_idx[position])) for position in range(first + 1, last)]
+            pieces.append(read(int(doc_idx[last]), 0, last_offset + 1))
+            window = np.concatenate(pieces)
+        self._check_token_ids(window, index)
+        return window
+
+    def _check_token_ids(self, window: np.ndarray, index: int) -> None:
+        if self.vocab_size is None:
+            return
+        low, high = int(window.min()), int(window.max())
+        if low < 0 or high >= self.vocab_size:
+            raise ValueError(
+                f"{self.indexed_dataset.bin_path}: sample {index} holds the token id "
+                f"{high if high >= self.vocab_size else low}, outside the tokenizer's vocabulary "
+                f"[0, {self.vocab_size}); the data was tokenized with another tokenizer than "
+                "model.tokenizer.*"
+            )
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return sample_fields(self.window(index), **self.sample_options)

@@ -8,7 +8,7 @@ rng seeded from (seed, item index), so item i is a pure function of i, as GPT's 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,7 +166,7 @@ class T5Dataset(Dataset):
 
 
 def build_t5_datasets(
-    data_prefix: str | Sequence[object],
+    data_prefix: str | Sequence[object] | Mapping[str, object],
     splits_string: str,
     seq_length: int,
     seq_length_dec: int,
@@ -186,7 +186,8 @@ def build_t5_datasets(
     if tokenizer.pad_id is None:
         raise ValueError(
             "the tokenizer has no pad token, which T5 needs for padding and as the decoder's "
-            "start token; train the tokenizer.model with a pad piece (train_tokenizer.py does)"
+            "start token; use one with a pad token (scripts/train_tokenizer.py trains sentencepiece "
+            "models with one; BERT WordPiece has [PAD])"
         )
     lengths = t5_sample_lengths(
         seq_length, seq_length_dec, masked_lm_prob, mean_ngram_size, tokenizer.num_sentinel_tokens
@@ -201,6 +202,8 @@ def build_t5_datasets(
         reset_attention_mask=False,
         eod_mask_loss=False,
         eod_id=tokenizer.eod_id,
+        # Sentinels sit above the base vocabulary: a data token there would pass for one.
+        vocab_size=tokenizer.base_vocab_size,
         cache_dir=cache_dir,
     )
     t5_options = {

@@ -12,19 +12,19 @@ from megatron_lite.tokenizers.base import Tokenizer
 class SentencePieceTokenizer(Tokenizer):
     def __init__(self, model_path: str, num_sentinel_tokens: int = 0) -> None:
         if not os.path.isfile(model_path):
-            raise FileNotFoundError(f"tokenizer.model: sentencepiece model not found: {model_path}")
+            raise FileNotFoundError(f"model.tokenizer.model: sentencepiece model not found: {model_path}")
         self.model_path = model_path
         self._processor = sentencepiece.SentencePieceProcessor()
         try:
             self._processor.Load(model_path)
         except (OSError, RuntimeError) as error:
             raise ValueError(
-                f"tokenizer.model: {model_path} is not a valid sentencepiece model ({error})"
+                f"model.tokenizer.model: {model_path} is not a valid sentencepiece model ({error})"
             ) from error
         super().__init__(self._processor.get_piece_size(), num_sentinel_tokens)
         if self._processor.eos_id() < 0:
             raise ValueError(
-                f"tokenizer.model: {model_path} has no end-of-sentence piece; documents need one "
+                f"model.tokenizer.model: {model_path} has no end-of-sentence piece; documents need one "
                 "as their end-of-document token (train it with eos_id >= 0)"
             )
         self.eod_id = self._processor.eos_id()

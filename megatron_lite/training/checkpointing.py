@@ -7,30 +7,33 @@ model family, the padded vocabulary size and the consumed samples.
 
 from __future__ import annotations
 
-import os
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-
 from torch import nn
 
 from megatron_lite.config import RunConfig, config_from_dict
 from megatron_lite.training.families import family_named, family_of_model
 from megatron_lite.training.family import ModelFamily
+from megatron_lite.training.files import atomic_file
 from megatron_lite.training.gpt import GPT
 from megatron_lite.training.module import CONFIG_KEY, FAMILY_KEY, VOCAB_KEY
 
+logger = logging.getLogger(__name__)
+
 MODEL_PREFIX = "model."  # MegatronLightningModule.model's key prefix in Lightning's state_dict
-TEMP_SUFFIX = ".tmp"
+LAST_NAME = "last.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes `path.tmp`, flushes it to disk, then renames it to `path`.
+    """Writes `path.tmp`, flushes it to disk, then renames it to `path` (files.atomic_file).
 
     The rename is atomic, so a `*.ckpt` file is always a whole checkpoint: a crash mid-write
-    leaves at most a `.tmp` file (never resumed from) and the previous checkpoint of that name.
+    leaves at most a `.tmp` file (never resumed from, deleted when the run resumes) and the
+    previous checkpoint of that name.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path,
@@ -39,21 +42,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + TEMP_SUFFIX)
-        try:
-            with open(temporary, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        os.replace(temporary, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # make the rename itself durable
-        finally:
-            os.close(directory)
+        with atomic_file(path) as file:
+            torch.save(checkpoint, file)
 
 
 def complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
@@ -63,13 +53,24 @@ def complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
     return sorted(checkpoint_dir.glob("*.ckpt"))
 
 
-def last_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """`last.ckpt`, else the most recently written checkpoint, else None."""
-    checkpoints = complete_checkpoints(checkpoint_dir)
-    last = checkpoint_dir / "last.ckpt"
-    if last in checkpoints:
-        return last
-    return max(checkpoints, key=lambda path: path.stat().st_mtime, default=None)
+def newest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The complete checkpoint of the most training steps, or None.
+
+    Lightning writes a validation's top-k checkpoint, then last.ckpt; a run killed in between
+    has a top-k file newer than last.ckpt, and resuming from it loses nothing. On a tie
+    last.ckpt wins. A file that cannot be read as a checkpoint is skipped, with a warning.
+    """
+    newest, newest_rank = None, None
+    for path in complete_checkpoints(checkpoint_dir):
+        try:
+            step = int(read_checkpoint(path, mmap=True)["global_step"])
+        except ValueError as error:
+            logger.warning("not resuming from %s: %s", path, error)
+            continue
+        rank = (step, path.name == LAST_NAME, path.stat().st_mtime)
+        if newest_rank is None or rank > newest_rank:
+            newest, newest_rank = path, rank
+    return newest
 
 
 def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:

@@ -3,11 +3,14 @@
 One run, one folder: checkpoints/, config.yaml (the resolved config), metrics.csv and the
 TensorBoard event files. A new run never writes into a folder that holds checkpoints; only a
 resume (exp_manager.resume_if_exists or resume_from_checkpoint inside that folder) continues one.
+A run may be killed at any moment: it resumes from the newest complete checkpoint, and the
+files it rewrites (config.yaml, metrics.csv) are replaced whole, never left half-written.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from megatron_lite.config import RunConfig, config_to_yaml
-from megatron_lite.training.checkpointing import complete_checkpoints, last_checkpoint, read_checkpoint
+from megatron_lite.training.checkpointing import complete_checkpoints, newest_checkpoint, read_checkpoint
+from megatron_lite.training.files import TEMP_SUFFIX, write_atomically
 from megatron_lite.training.loggers import CSVMetricsLogger
 
 DEFAULT_EXP_DIR = "nemo_experiments"
@@ -44,29 +48,48 @@ def run_log_dir(cfg: RunConfig) -> Path:
     return log_dir / version if version else log_dir
 
 
+def resume_from_checkpoint(cfg: RunConfig) -> Path | None:
+    """exp_manager.resume_from_checkpoint, else model.resume_from_checkpoint (NeMo's GPT YAML
+    makes the first an interpolation of the second)."""
+    exp_value, model_value = cfg.exp_manager.resume_from_checkpoint, cfg.model.resume_from_checkpoint
+    if exp_value is not None and model_value is not None and exp_value != model_value:
+        raise ValueError(
+            f"exp_manager.resume_from_checkpoint={exp_value} and model.resume_from_checkpoint="
+            f"{model_value} name different checkpoints; set one of them"
+        )
+    value = exp_value or model_value
+    return None if value is None else Path(value)
+
+
 def prepare_run(cfg: RunConfig) -> RunPaths:
-    """Resolve the run folder and the checkpoint to resume from; refuse to clobber a run."""
+    """Resolve the run folder and the checkpoint to resume from; refuse to clobber a run.
+
+    NeMo's rules: with resume_if_exists, the newest complete checkpoint of the run folder; when
+    there is none (or without resume_if_exists), resume_from_checkpoint if set; else a new run,
+    which resume_if_exists allows only with resume_ignore_no_checkpoint.
+    """
     exp = cfg.exp_manager
     log_dir = run_log_dir(cfg)
     checkpoint_dir = log_dir / "checkpoints"
+    # What a kill in the middle of a checkpoint write left behind; never a checkpoint.
+    for temporary in checkpoint_dir.glob(f"*{TEMP_SUFFIX}") if checkpoint_dir.is_dir() else ():
+        temporary.unlink(missing_ok=True)
     existing = complete_checkpoints(checkpoint_dir)
-    resume_from = None
-    if exp.resume_if_exists:
-        resume_from = last_checkpoint(checkpoint_dir)
-        if resume_from is None and not exp.resume_ignore_no_checkpoint:
-            raise ValueError(
-                f"exp_manager.resume_if_exists=True, but {checkpoint_dir} holds no checkpoint; set "
-                "exp_manager.resume_ignore_no_checkpoint=True to start a new run there"
-            )
-    elif exp.resume_from_checkpoint is not None:
-        resume_from = Path(exp.resume_from_checkpoint)
-        if existing and resume_from.resolve().parent != checkpoint_dir.resolve():
+    resume_from = newest_checkpoint(checkpoint_dir) if exp.resume_if_exists else None
+    if resume_from is None:
+        resume_from = resume_from_checkpoint(cfg)
+        if resume_from is not None and existing and resume_from.resolve().parent != checkpoint_dir.resolve():
             raise ValueError(
                 f"{checkpoint_dir} holds checkpoints of another run; resuming "
                 f"{resume_from} there would overwrite them. Choose a new "
                 "exp_manager.explicit_log_dir"
             )
-    elif existing:
+    if resume_from is None and exp.resume_if_exists and not exp.resume_ignore_no_checkpoint:
+        raise ValueError(
+            f"exp_manager.resume_if_exists=True, but {checkpoint_dir} holds no checkpoint; set "
+            "exp_manager.resume_ignore_no_checkpoint=True to start a new run there"
+        )
+    if resume_from is None and existing:
         raise ValueError(
             f"{checkpoint_dir} already holds checkpoints of an earlier run ({existing[0].name}, ...); "
             "set exp_manager.resume_if_exists=True to continue it, or choose another "
@@ -75,13 +98,44 @@ def prepare_run(cfg: RunConfig) -> RunPaths:
     resume_step = None
     if resume_from is not None:
         resume_step = int(read_checkpoint(resume_from, mmap=True)["global_step"])
+    elif exp.resume_if_exists:
+        resume_step = 0  # a new run in this folder: logs of an attempt killed before its first checkpoint go
     return RunPaths(log_dir, checkpoint_dir, resume_from, resume_step)
+
+
+def check_run_folder(run: RunPaths, checkpoint_bytes: int | None) -> None:
+    """Before training: the run folder can be written, and its disk has room for a checkpoint of
+    `checkpoint_bytes` (None: no checkpoints are written). ValueError naming the folder."""
+    folder = run.log_dir
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{folder}: cannot be the run folder, {existing} is not a directory")
+    free = shutil.disk_usage(existing).free
+    if checkpoint_bytes is not None and free < checkpoint_bytes:
+        raise ValueError(
+            f"{folder}: {_size(free)} free on its disk, but one checkpoint of this model needs "
+            f"about {_size(checkpoint_bytes)} (weights and optimizer state)"
+        )
+    probe = folder / f".write_probe{TEMP_SUFFIX}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"{folder}: the run folder cannot be written ({error.strerror})") from None
+
+
+def _size(num_bytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:.1f} {unit}"
+    return f"{num_bytes / 2**10:.1f} KiB"
 
 
 def save_config(cfg: RunConfig, run: RunPaths) -> Path:
     run.log_dir.mkdir(parents=True, exist_ok=True)
     path = run.log_dir / "config.yaml"
-    path.write_text(config_to_yaml(cfg))
+    write_atomically(path, config_to_yaml(cfg).encode())
     return path
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from megatron_lite.config import InferenceConfig, RunConfig, TransformerConfig
+from megatron_lite.data import split_token_counts
 from megatron_lite.tokenizers import Tokenizer
 
 
@@ -52,6 +53,24 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.
 def linear_weights(module: nn.Module) -> int:
     """Weights of the nn.Linear layers in module: each is one matmul per token."""
     return sum(child.weight.numel() for child in module.modules() if isinstance(child, nn.Linear))
+
+
+def validation_samples(cfg: RunConfig, window_step: int) -> int:
+    """Samples every validation reads: trainer.limit_val_batches global batches, or (a float)
+    that fraction of one pass over the validation split, in whole global batches.
+    `window_step` is the tokens between the starts of consecutive samples."""
+    limit, batch = cfg.trainer.limit_val_batches, cfg.model.global_batch_size
+    if isinstance(limit, int):
+        return limit * batch
+    data = cfg.model.data
+    one_pass = max(split_token_counts(data.data_prefix, data.splits_string)[1] - 1, 0) // window_step
+    batches = int(limit * one_pass) // batch
+    if batches < 1:
+        raise ValueError(
+            f"trainer.limit_val_batches={limit} of the {one_pass} validation samples is less than "
+            f"one global batch (model.global_batch_size={batch}); validate on more data"
+        )
+    return batches * batch
 
 
 def require_splits(train: Dataset | None, valid: Dataset | None, splits_string: str) -> tuple[Dataset, Dataset]:

@@ -18,12 +18,13 @@ from megatron_lite.training.family import (
     linear_weights,
     require_splits,
     stack_architecture,
+    validation_samples,
 )
 
 
 def build_datasets(cfg: GPTConfig, tokenizer: Tokenizer) -> tuple[Dataset, Dataset]:
     """(train, valid) sized for the whole run: max_steps global batches of training, and the
-    limit_val_batches global batches every validation reads again."""
+    global batches every validation reads again (trainer.limit_val_batches)."""
     model, data = cfg.model, cfg.model.data
     train, valid, _ = build_gpt_datasets(
         data.data_prefix,
@@ -32,13 +33,14 @@ def build_datasets(cfg: GPTConfig, tokenizer: Tokenizer) -> tuple[Dataset, Datas
         model.seed,
         num_samples=(
             cfg.trainer.max_steps * model.global_batch_size,
-            cfg.trainer.limit_val_batches * model.global_batch_size,
+            validation_samples(cfg, model.encoder_seq_length),
             0,
         ),
         reset_position_ids=data.reset_position_ids,
         reset_attention_mask=data.reset_attention_mask,
         eod_mask_loss=data.eod_mask_loss,
         eod_id=tokenizer.eod_id,
+        vocab_size=tokenizer.vocab_size,
         cache_dir=data.index_mapping_dir,
     )
     return require_splits(train, valid, data.splits_string)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
+
+from megatron_lite.training.files import atomic_file
 
 
 class CSVMetricsLogger(Logger):
@@ -18,6 +21,9 @@ class CSVMetricsLogger(Logger):
     as step k too. On a resume from a checkpoint taken after N steps, rows of steps >= N, which
     the interrupted run logged after that checkpoint, are dropped: the resumed run logs them
     again. Earlier rows stay.
+
+    A kill can come at any moment: a rewrite (new columns) replaces the file whole, and an
+    append cut short leaves a last line without its newline, which a resume drops.
     """
 
     def __init__(self, path: Path, resume_step: int | None) -> None:
@@ -25,8 +31,7 @@ class CSVMetricsLogger(Logger):
         self.path = path
         self._rows: list[dict[str, Any]] = []
         if resume_step is not None and path.is_file():
-            with open(path, newline="") as file:
-                self._rows = [row for row in csv.DictReader(file) if int(row["step"]) < resume_step]
+            self._rows = [row for row in _complete_rows(path) if int(row["step"]) < resume_step]
         self._keys = sorted({key for row in self._rows for key in row} - {"step"})
         self._written = 0
         self._rewrite = True
@@ -59,10 +64,12 @@ class CSVMetricsLogger(Logger):
         fields = ["step", *self._keys]
         if self._rewrite:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "w", newline="") as file:
-                writer = csv.DictWriter(file, fieldnames=fields)
-                writer.writeheader()
-                writer.writerows(self._rows)
+            text = io.StringIO(newline="")
+            writer = csv.DictWriter(text, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self._rows)
+            with atomic_file(self.path) as file:
+                file.write(text.getvalue().encode())
             self._rewrite = False
         elif self._written < len(self._rows):
             with open(self.path, "a", newline="") as file:
@@ -72,3 +79,11 @@ class CSVMetricsLogger(Logger):
     @rank_zero_only
     def finalize(self, status: str) -> None:
         self.save()
+
+
+def _complete_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a metrics.csv a killed run wrote, without a last line cut short (every
+    complete line ends with its newline)."""
+    with open(path, newline="") as file:
+        text = file.read()
+    return list(csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1], newline="")))

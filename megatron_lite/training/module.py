@@ -7,9 +7,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.precision import MixedPrecision
+from pytorch_lightning.utilities import rank_zero_warn
 
 from megatron_lite.config import RunConfig, config_to_dict
+from megatron_lite.training.errors import NonFiniteError
 from megatron_lite.training.families import family_of
+from megatron_lite.training.non_finite import agreed_non_finite, describe, drop_gradients
 from megatron_lite.training.optim import build_optimizer, build_scheduler
 
 # Keys this module adds to Lightning's checkpoint dict.
@@ -17,6 +21,7 @@ CONFIG_KEY = "megatron_lite_config"
 FAMILY_KEY = "model_family"
 VOCAB_KEY = "padded_vocab_size"
 CONSUMED_KEY = "consumed_samples"
+SKIPPED_KEY = "skipped_steps"
 
 
 class MegatronLightningModule(pl.LightningModule):
@@ -28,6 +33,8 @@ class MegatronLightningModule(pl.LightningModule):
         # Data position at the start of this run (Megatron's consumed samples), from a checkpoint.
         self.init_consumed_samples = 0
         self.init_global_step = 0
+        # Optimizer steps not applied: non-finite under non_finite_action=skip, or fp16 overflow.
+        self.skipped_steps = 0
         self._micro_losses: list[torch.Tensor] = []
 
     @property
@@ -50,12 +57,38 @@ class MegatronLightningModule(pl.LightningModule):
         grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
         train_loss = torch.stack(self._micro_losses).mean()
         self._micro_losses.clear()
+        self._handle_non_finite(train_loss, grad_norm)
         self.log("train_loss", train_loss, prog_bar=True, sync_dist=True)
         self.log("grad_norm", grad_norm)
         self.log("lr", optimizer.param_groups[0]["lr"], prog_bar=True)
+        self.log(SKIPPED_KEY, float(self.skipped_steps))
+        scaler = self._loss_scaler()
+        if scaler is not None:
+            self.log("loss_scale", scaler.get_scale())
         # The samples consumed once this step is done (used in checkpoint file names).
         consumed = self.consumed_samples + self.cfg.model.global_batch_size
         self.log("consumed_samples", float(consumed))
+
+    def _loss_scaler(self) -> torch.amp.GradScaler | None:
+        plugin = self.trainer.precision_plugin
+        return plugin.scaler if isinstance(plugin, MixedPrecision) else None  # fp16 only
+
+    def _handle_non_finite(self, train_loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        """model.non_finite_action for a step whose loss or gradient norm is not finite on any
+        rank. Under fp16 overflowing gradients are expected: the loss scaler skips the step and
+        lowers its scale, and the action is only for a non-finite loss."""
+        loss_bad, grads_bad = agreed_non_finite(train_loss, grad_norm, self.trainer.strategy)
+        if not (loss_bad or grads_bad):
+            return
+        fp16_overflow = grads_bad and not loss_bad and self._loss_scaler() is not None
+        message = describe(self.trainer.global_step, train_loss, grad_norm, self.model, loss_bad, grads_bad)
+        if not fp16_overflow and self.cfg.model.non_finite_action == "stop":
+            raise NonFiniteError(f"{message} (model.non_finite_action=stop; =skip skips such steps)")
+        # Skipped on every rank alike, whatever each rank's own scaler saw.
+        drop_gradients(self.model)
+        self.skipped_steps += 1
+        if not fp16_overflow:
+            rank_zero_warn(f"{message}; the optimizer step is skipped ({self.skipped_steps} skipped so far)")
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
                                     gradient_clip_val: float | None = None,
@@ -81,7 +114,10 @@ class MegatronLightningModule(pl.LightningModule):
         checkpoint[FAMILY_KEY] = self.family.name
         checkpoint[VOCAB_KEY] = self.model.vocab_size
         checkpoint[CONSUMED_KEY] = self.consumed_samples
+        checkpoint[SKIPPED_KEY] = self.skipped_steps
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.init_consumed_samples = checkpoint[CONSUMED_KEY]
         self.init_global_step = checkpoint["global_step"]
+        # Checkpoints written before skipped steps were counted have none.
+        self.skipped_steps = checkpoint.get(SKIPPED_KEY, 0)

@@ -10,12 +10,13 @@ from torch import nn
 from megatron_lite.config import RunConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only: biases and norm gains (all 1-D) are left undecayed."""
+def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
+    """Weight decay on matrices only: biases and norm gains (all 1-D) are left undecayed, unless
+    `decay_all` (NeMo's model.do_layer_norm_weight_decay)."""
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
-            (decay if param.dim() >= 2 else no_decay).append(param)
+            (decay if decay_all or param.dim() >= 2 else no_decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -29,7 +30,7 @@ def build_optimizer(model: nn.Module, cfg: RunConfig, device: torch.device) -> t
     # scaled gradients.
     fused = device.type == "cuda" and cfg.trainer.lightning_precision != "16-mixed"
     return torch.optim.AdamW(
-        param_groups(model, optim.weight_decay),
+        param_groups(model, optim.weight_decay, cfg.model.do_layer_norm_weight_decay),
         lr=optim.lr,
         betas=tuple(optim.betas),
         eps=optim.eps,

@@ -6,13 +6,14 @@ import logging
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from torch import nn
 
 from megatron_lite.config import RunConfig
 from megatron_lite.tokenizers import Tokenizer, build_tokenizer, pad_vocab_size
 from megatron_lite.training.checkpointing import check_structure, read_checkpoint, restore_weights
 from megatron_lite.training.data import MegatronDataModule
-from megatron_lite.training.exp_manager import prepare_run, save_config
+from megatron_lite.training.exp_manager import check_run_folder, prepare_run, save_config
 from megatron_lite.training.families import family_of
 from megatron_lite.training.module import MegatronLightningModule
 from megatron_lite.training.trainer import build_trainer
@@ -30,7 +31,8 @@ def padded_vocab_size(cfg: RunConfig, tokenizer: Tokenizer) -> int:
     if model.override_vocab_size < tokenizer.vocab_size:
         raise ValueError(
             f"model.override_vocab_size={model.override_vocab_size} is smaller than the "
-            f"tokenizer's vocabulary of {tokenizer.vocab_size} tokens ({cfg.model.tokenizer.model}): "
+            f"tokenizer's vocabulary of {tokenizer.vocab_size} tokens (model.tokenizer.library="
+            f"{cfg.model.tokenizer.library}): "
             "token ids would index past the embedding table"
         )
     return model.override_vocab_size
@@ -40,6 +42,26 @@ def build_tokenizer_from_config(cfg: RunConfig) -> Tokenizer:
     tok = cfg.model.tokenizer
     return build_tokenizer(tok.library, tok.model, type=tok.type, vocab_file=tok.vocab_file,
                            merge_file=tok.merge_file, num_sentinel_tokens=tok.num_sentinel_tokens)
+
+
+@rank_zero_only
+def report_nemo_settings(cfg: RunConfig) -> None:
+    """Once at start-up: the NeMo keys set but not read here, and the NeMo settings that run as
+    their nearest equivalent."""
+    ignored = cfg.ignored_keys()
+    if ignored:
+        logger.warning("NeMo keys accepted and ignored: %s", "; ".join(
+            f"{reason}: {', '.join(keys)}" for reason, keys in ignored.items()))
+    for note in cfg.startup_notes():
+        logger.warning(note)
+
+
+def checkpoint_bytes(cfg: RunConfig, model: nn.Module) -> int | None:
+    """About the size of one checkpoint: the weights and AdamW's two moments (None: no
+    checkpoints are written)."""
+    if not cfg.exp_manager.create_checkpoint_callback:
+        return None
+    return 3 * sum(param.numel() * param.element_size() for param in model.parameters())
 
 
 def train(cfg: RunConfig, callbacks: Sequence[pl.Callback] = ()) -> MegatronLightningModule:
@@ -52,9 +74,14 @@ def train(cfg: RunConfig, callbacks: Sequence[pl.Callback] = ()) -> MegatronLigh
     pl.seed_everything(cfg.model.seed, verbose=False)
     family = family_of(cfg)
     run = prepare_run(cfg)
+    report_nemo_settings(cfg)
     tokenizer = build_tokenizer_from_config(cfg)
     vocab_size = padded_vocab_size(cfg, tokenizer)
     train_dataset, valid_dataset = family.build_datasets(cfg, tokenizer)
+    # One sample of each split read here: data made with another tokenizer fails now, not in a
+    # loader worker after the Trainer has started.
+    for dataset in (train_dataset, valid_dataset):
+        dataset[0]  # noqa: B018 - read for the dataset's own checks
     module = MegatronLightningModule(cfg, vocab_size)
     if run.resume_from is not None:
         check_structure(module.model, read_checkpoint(run.resume_from, mmap=True),
@@ -62,6 +89,7 @@ def train(cfg: RunConfig, callbacks: Sequence[pl.Callback] = ()) -> MegatronLigh
     elif cfg.restore_from_path is not None:
         # Only for a new run: a resumed one has its own, newer weights in its checkpoint.
         restore_weights(module.model, cfg.restore_from_path)
+    check_run_folder(run, checkpoint_bytes(cfg, module.model))
     batch = cfg.model.global_batch_size
     trainer = build_trainer(
         cfg, run,
@@ -83,5 +111,11 @@ def train(cfg: RunConfig, callbacks: Sequence[pl.Callback] = ()) -> MegatronLigh
 
 
 def print_sample(cfg: RunConfig, model: nn.Module, tokenizer: Tokenizer) -> None:
-    text = family_of(cfg).generate(model, tokenizer, cfg.inference, cfg.model.seed)
+    """The sample of inference.*; one that cannot be made (a prompt and length the model cannot
+    take) is a warning, since the run it follows has succeeded."""
+    try:
+        text = family_of(cfg).generate(model, tokenizer, cfg.inference, cfg.model.seed)
+    except ValueError as error:
+        logger.warning("no sample printed (inference.*): %s", error)
+        return
     print(f"\n--- sample (prompt {cfg.inference.prompt!r}) ---\n{text}\n---", flush=True)

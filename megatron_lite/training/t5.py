@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from megatron_lite.config import InferenceConfig, T5Config, T5ModelConfig
-from megatron_lite.data import build_t5_datasets
+from megatron_lite.data import build_t5_datasets, t5_sample_lengths
 from megatron_lite.generation import generate_seq2seq_text
 from megatron_lite.models import T5Model
 from megatron_lite.modules.cross_entropy import linear_cross_entropy
@@ -18,12 +18,15 @@ from megatron_lite.training.family import (
     linear_weights,
     require_splits,
     stack_architecture,
+    validation_samples,
 )
 
 
 def build_datasets(cfg: T5Config, tokenizer: Tokenizer) -> tuple[Dataset, Dataset]:
     """(train, valid) span-corrupted samples sized for the whole run, as GPT's are."""
     model, data = cfg.model, cfg.model.data
+    raw_length = t5_sample_lengths(model.seq_length, data.seq_length_dec, data.masked_lm_prob,
+                                   data.mean_span_length, tokenizer.num_sentinel_tokens).raw_length
     train, valid, _ = build_t5_datasets(
         data.data_prefix,
         data.splits_string,
@@ -32,12 +35,12 @@ def build_datasets(cfg: T5Config, tokenizer: Tokenizer) -> tuple[Dataset, Datase
         model.seed,
         num_samples=(
             cfg.trainer.max_steps * model.global_batch_size,
-            cfg.trainer.limit_val_batches * model.global_batch_size,
+            validation_samples(cfg, raw_length - 1),  # consecutive windows share a token
             0,
         ),
         tokenizer=tokenizer,
         masked_lm_prob=data.masked_lm_prob,
-        mean_ngram_size=data.mean_ngram_size,
+        mean_ngram_size=data.mean_span_length,
         cache_dir=data.index_mapping_dir,
     )
     return require_splits(train, valid, data.splits_string)

@@ -105,7 +105,7 @@ def test_corrupt_model_file_is_named(tmp_path):
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"library": "huggingface"}, "tokenizer.library='huggingface' is not supported"),
+        ({"library": "tabular"}, "tokenizer.library='tabular' is not supported"),
         ({"library": "sentencepiece"}, "tokenizer.model must name a .model file"),
         ({"library": "byte", "model": "x.model"}, "tokenizer.model='x.model' is not used"),
         ({"library": "byte", "vocab_file": "v.json"}, "tokenizer.vocab_file='v.json' is not used"),

@@ -1,4 +1,4 @@
-"""Checkpoint files are complete or absent, resume picks the last complete one, and a resume
+"""Checkpoint files are complete or absent, resume picks the newest complete one, and a resume
 from a checkpoint written at a training step's end continues exactly."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from megatron_lite.training import train
-from megatron_lite.training.checkpointing import AtomicCheckpointIO, last_checkpoint, read_checkpoint
+from megatron_lite.training.checkpointing import AtomicCheckpointIO, newest_checkpoint, read_checkpoint
+from megatron_lite.training.module import CONFIG_KEY
 from tests.gpt_testing import compose_gpt, metric_by_step, tiny_overrides
 
 
@@ -31,20 +32,25 @@ def test_a_failed_write_leaves_the_previous_checkpoint_whole(tmp_path):
     assert torch.load(path, weights_only=True)["step"] == 1
 
 
-def test_resume_ignores_interrupted_writes_and_prefers_last(tmp_path):
+def fake_checkpoint(path, step: int) -> None:
+    AtomicCheckpointIO().save_checkpoint({"global_step": step, CONFIG_KEY: {}}, path)
+
+
+def test_resume_picks_the_most_steps_and_ignores_interrupted_or_unreadable_files(tmp_path):
     directory = tmp_path / "checkpoints"
     directory.mkdir()
-    assert last_checkpoint(directory) is None
+    assert newest_checkpoint(directory) is None
     (directory / "last.ckpt.tmp").write_bytes(b"half")  # a writer killed mid-way
-    assert last_checkpoint(directory) is None
-    older, newer = directory / "a-step=10.ckpt", directory / "b-step=20.ckpt"
-    older.write_bytes(b"x")
-    newer.write_bytes(b"x")
-    os.utime(older, (1, 1))
-    assert last_checkpoint(directory) == newer
-    (directory / "last.ckpt").write_bytes(b"x")
-    os.utime(directory / "last.ckpt", (0, 0))
-    assert last_checkpoint(directory) == directory / "last.ckpt"
+    assert newest_checkpoint(directory) is None
+    fake_checkpoint(directory / "a-step=10.ckpt", 10)
+    fake_checkpoint(directory / "last.ckpt", 10)
+    assert newest_checkpoint(directory) == directory / "last.ckpt"  # a tie: last.ckpt
+    # Killed after a validation's top-k file, before last.ckpt: the top-k file is newer.
+    fake_checkpoint(directory / "b-step=20.ckpt", 20)
+    os.utime(directory / "b-step=20.ckpt", (0, 0))  # steps count, not file times
+    assert newest_checkpoint(directory) == directory / "b-step=20.ckpt"
+    (directory / "c-step=30.ckpt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    assert newest_checkpoint(directory) == directory / "b-step=20.ckpt"
 
 
 def test_resume_from_a_checkpoint_written_at_the_end_of_a_training_step(tiny_corpus, tmp_path):

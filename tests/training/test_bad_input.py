@@ -145,3 +145,15 @@ def test_resuming_with_another_architecture_lists_the_differences(tiny_corpus, t
         "exp_manager.resume_from_checkpoint": f"'{checkpoint}'"}))
     with pytest.raises(ValueError, match=r"resuming from .*\n  num_layers: 2 in the checkpoint, 3 in this config"):
         train(cfg)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_an_unwritable_run_folder_is_named_before_training(tiny_corpus, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(ValueError, match=f"{locked / 'run'}: the run folder cannot be written"):
+            train(compose_gpt(tiny_overrides(tiny_corpus, locked / "run")))
+    finally:
+        locked.chmod(0o755)

@@ -51,14 +51,18 @@ class Inputs:
         self.trained, self.t5_trained = trained, t5_trained
         self._count = 0
 
+    def numbered(self, name: str) -> str:
+        """`name` with a number no other case has used (normalize() hides it again)."""
+        self._count += 1
+        return f"{name}{self._count}"
+
     def copy_corpus(self, prefix: str, name: str) -> str:
         for suffix in (".bin", ".idx"):
             shutil.copy(prefix + suffix, self.data / f"{name}_text_document{suffix}")
         return str(self.data / f"{name}_text_document")
 
     def run_dir(self) -> Path:
-        self._count += 1
-        return self.runs / f"run{self._count}"
+        return self.runs / self.numbered("run")
 
     def train(self, extra: dict | None = None, *, corpus: str | None = None, t5: bool = False) -> None:
         compose, overrides = (compose_t5, tiny_t5_overrides) if t5 else (compose_gpt, tiny_overrides)
@@ -104,7 +108,7 @@ def training(extra: dict, t5: bool = False) -> Callable[[Inputs], object]:
 def damaged(damage: Callable[[str], None]) -> Callable[[Inputs], object]:
     """Train on a copy of the corpus that `damage(prefix)` has broken."""
     def attempt(inputs: Inputs) -> None:
-        prefix = inputs.copy_corpus(inputs.corpus, f"damaged{inputs._count}")
+        prefix = inputs.copy_corpus(inputs.corpus, inputs.numbered("damaged"))
         damage(prefix)
         inputs.train(corpus=prefix)
     return attempt

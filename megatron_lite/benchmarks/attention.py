@@ -161,20 +161,21 @@ def _flex(shape: Shape, bias: str | None):
     def run_with(kernel_options):
         return lambda q, k, v: _compiled_flex(q, k, v, score_mod=score_mod, block_mask=block_mask,
                                               kernel_options=kernel_options)
-    if not learned:
+    if score_mod is None:
         return run_with(None), True, learned
-    # A learned bias's gradient makes Inductor's default FlexAttention tiles overflow shared
-    # memory on some shapes ("No valid triton configs"): take the first stage count that
-    # compiles, forward and backward, rather than report the peer as failed.
+    # A bias (its tensors read in the score_mod, a learned one's gradient) makes Inductor's
+    # default FlexAttention tiles overflow shared memory on some shapes ("No valid triton
+    # configs"): take the first stage count that compiles, forward and backward, rather than
+    # report the peer as failed.
     q, k, v = _inputs(shape, True, torch.bfloat16)
     for kernel_options in (None, {"num_stages": 2}, {"num_stages": 1}):
         try:
             torch.autograd.grad(run_with(kernel_options)(q, k, v).sum(), (q, k, v, *learned))
-            print(f"  flex with a learned bias: kernel_options={kernel_options}")
+            print(f"  flex with the {bias} bias: kernel_options={kernel_options}")
             return run_with(kernel_options), True, learned
         except Exception:  # noqa: BLE001  (Inductor raises several types for this)
             torch._dynamo.reset()
-    raise RuntimeError("FlexAttention with a learned bias compiled with no tried num_stages")
+    raise RuntimeError(f"FlexAttention with the {bias} bias compiled with no tried num_stages")
 
 
 PROVIDERS = {  # name: (builder, bias kind)

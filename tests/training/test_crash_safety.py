@@ -22,7 +22,7 @@ from tests.gpt_testing import compose_gpt, tiny_overrides
 from tests.training.test_resume_after_kill import logged
 
 KILLS = 12
-MAX_STEPS = 30
+MAX_STEPS = 40  # more than the 12 kills can use: each takes at most 3 steps
 SEED = 20260101  # the kill moments are drawn from it: the test is the same every time
 # A checkpoint at every step (after a one-batch validation), of a model big enough (3 M
 # parameters: about 35 MB with AdamW's moments) that writing one takes a good part of a step.
@@ -73,19 +73,30 @@ def kill(process) -> None:
     process.join()
 
 
-def kill_once(process, checkpoint_dir: Path, rng: random.Random, mid_write: bool) -> bool | None:
-    """Once this attempt has written a checkpoint of its own (so every attempt moves on), kill
-    it: in the middle of a checkpoint write, or after a random delay. Returns whether a write
-    was cut short, or None if the run finished first."""
+def wait_for_a_new_checkpoint(process, checkpoint_dir: Path) -> bool:
+    """Wait until the process writes last.ckpt anew; False if it ends first."""
     start_id = last_checkpoint_id(checkpoint_dir)
     deadline = time.monotonic() + 120
     while last_checkpoint_id(checkpoint_dir) in (start_id, None):
         if not process.is_alive():
-            return None
+            return False
         assert time.monotonic() < deadline, "the run made no progress"
-        time.sleep(0.005)
+        time.sleep(0.002)
+    return True
+
+
+def kill_once(process, checkpoint_dir: Path, rng: random.Random, mid_write: bool) -> bool | None:
+    """Once this attempt has written a checkpoint of its own (so every attempt moves on), kill
+    it: in the middle of a checkpoint write, or at a random point of the step after the next
+    (timed by this attempt's own pace, so the run lasts as many kills on any machine). Returns
+    whether a write was cut short, or None if the run finished first."""
+    if not wait_for_a_new_checkpoint(process, checkpoint_dir):
+        return None
     if not mid_write:
-        time.sleep(rng.uniform(0.0, 0.5))
+        start = time.monotonic()
+        if not wait_for_a_new_checkpoint(process, checkpoint_dir):
+            return None
+        time.sleep(rng.uniform(0.0, time.monotonic() - start))
     while process.is_alive():
         if not mid_write or writing_a_checkpoint(checkpoint_dir):
             os.kill(process.pid, signal.SIGSTOP)  # frozen: what we see is what it was doing

@@ -157,3 +157,16 @@ def test_an_unwritable_run_folder_is_named_before_training(tiny_corpus, tmp_path
             train(compose_gpt(tiny_overrides(tiny_corpus, locked / "run")))
     finally:
         locked.chmod(0o755)
+
+
+def test_an_error_raised_in_a_loader_worker_is_printed_as_its_own_message():
+    # torch re-raises a worker's exception in the main process with the worker's traceback in
+    # its text; the script prints the original message alone.
+    from megatron_lite.training.errors import user_message  # noqa: PLC0415
+
+    worker_error = ValueError(
+        "Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "gpt_dataset.py", line 230, in window\n    raise ValueError(\n'
+        "ValueError: /data/x.bin: sample 7 holds the token id 300, outside the tokenizer's vocabulary [0, 259)\n")
+    assert user_message(worker_error) == "/data/x.bin: sample 7 holds the token id 300, outside the tokenizer's vocabulary [0, 259)"
+    assert user_message(ValueError("model.num_layers must be >= 1")) == "model.num_layers must be >= 1"

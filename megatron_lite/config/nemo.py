@@ -82,7 +82,6 @@ class NeMoStackKeys:
     onnx_safe: Optional[bool] = ignored(FUSION)
     enable_megatron_timers: Optional[bool] = ignored(PROFILING)
     headscale: bool = fixed(False, "no learned per-head output scale")
-    openai_gelu: bool = fixed(False, "activation=gelu is the exact (erf) GELU")
     fp32_residual_connection: bool = fixed(False, "the residual stream keeps the compute dtype")
 
 

@@ -17,6 +17,7 @@ from megatron_lite.config.checks import require_at_least
 NORMALIZATIONS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("gelu", "relu", "squared-relu", "geglu", "reglu", "swiglu")
 GATED_ACTIVATIONS = ("geglu", "reglu", "swiglu")
+GELU_ACTIVATIONS = ("gelu", "geglu")
 BLOCK_TYPES = ("pre_ln", "post_ln")
 CHECKPOINT_METHODS = ("uniform", "block")
 
@@ -38,6 +39,8 @@ class TransformerConfig:
     layernorm_epsilon: float = 1e-5
     bias: bool = True
     activation: str = "gelu"
+    # NeMo's: the tanh approximation of GELU (OpenAI's GPT-2, T5.1.1) for gelu / geglu.
+    openai_gelu: bool = False
     transformer_block_type: str = "pre_ln"
     position_embedding_type: str = "learned_absolute"
     # False: softmax(q k^T) without the 1 / sqrt(head dim) factor, as T5 was trained.
@@ -57,6 +60,10 @@ class TransformerConfig:
         ):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{prefix}{key}={getattr(self, key)!r} is not one of {allowed}")
+        if self.openai_gelu and self.activation not in GELU_ACTIVATIONS:
+            raise ValueError(f"{prefix}openai_gelu=True chooses the tanh GELU, but "
+                             f"{prefix}activation={self.activation!r} has no GELU: use one of "
+                             f"{GELU_ACTIVATIONS}")
         self._check_activation_checkpointing(prefix)
 
     def _check_shapes(self, prefix: str) -> None:

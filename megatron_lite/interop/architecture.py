@@ -23,12 +23,14 @@ from megatron_lite.interop.mapping import (
 State = dict[str, torch.Tensor]
 
 # HF activation names <-> ours: plain MLPs, and the nonlinearity of a gated MLP's gate.
-# ("gelu" is the exact erf GELU in both; HF's tanh approximations have no equivalent here.)
+# ("gelu" is the exact erf GELU in both; HF's tanh approximations are our gelu / geglu with
+# model.openai_gelu=True.)
 PLAIN_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "relu2": "squared-relu"}
 GATED_ACTIVATIONS = {"silu": "swiglu", "gelu": "geglu", "relu": "reglu"}
 # Their other names in HF configs, read on import.
 ACTIVATION_ALIASES = {"swish": "silu", "gelu_python": "gelu"}
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python_tanh")
+TANH_GELU = "gelu_new"  # the name written on export
 
 
 @dataclass(frozen=True)
@@ -42,27 +44,28 @@ class HFArchitecture:
     export_model: Callable[[Any, int, State], tuple[dict[str, Any], State]]
 
 
-def our_activation(hf_name: str, *, gated: bool, key: str, source: str) -> str:
-    """Our activation for HF's `hf_name` (config key `key`); ValueError if we have none."""
+def our_activation(hf_name: str, *, gated: bool, key: str, source: str) -> tuple[str, bool]:
+    """(our activation, openai_gelu) for HF's `hf_name` (config key `key`); ValueError if we
+    have none."""
     name = ACTIVATION_ALIASES.get(hf_name, hf_name)
     table = GATED_ACTIVATIONS if gated else PLAIN_ACTIVATIONS
+    if name in TANH_GELUS:
+        return table["gelu"], True
     if name in table:
-        return table[name]
-    why = (" (the tanh approximation of GELU: model.activation gelu / geglu is the exact erf "
-           "GELU here, so the logits would not be the model's)" if name in TANH_GELUS else "")
+        return table[name], False
     kind = "gated" if gated else "plain"
     raise ValueError(
-        f"{source}: config.json's {key}={hf_name!r} is not an activation of ours{why}; for a "
-        f"{kind} MLP we implement {sorted(table)}"
+        f"{source}: config.json's {key}={hf_name!r} is not an activation of ours; for a "
+        f"{kind} MLP we implement {sorted(table) + list(TANH_GELUS)}"
     )
 
 
-def hf_activation(activation: str) -> tuple[str, bool]:
+def hf_activation(activation: str, openai_gelu: bool) -> tuple[str, bool]:
     """(HF's name, gated) of our activation (every activation of ours has one)."""
     for gated, table in ((False, PLAIN_ACTIVATIONS), (True, GATED_ACTIVATIONS)):
         for hf_name, ours in table.items():
             if ours == activation:
-                return hf_name, gated
+                return (TANH_GELU if openai_gelu else hf_name), gated
     raise AssertionError(f"no HF name for activation {activation!r}")
 
 

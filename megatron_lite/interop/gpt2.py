@@ -67,13 +67,14 @@ def model_config(config: dict[str, Any], *, tied: bool, source: str) -> GPTModel
         if read(key):
             raise ValueError(f"{source}: config.json's {key}=True has no equivalent in our GPT")
     hidden, positions = read("n_embd"), read("n_positions")
+    activation, openai_gelu = our_activation(read("activation_function"), gated=False,
+                                             key="activation_function", source=source)
     return GPTModelConfig(
         num_layers=read("n_layer"), hidden_size=hidden, num_attention_heads=read("n_head"),
         ffn_hidden_size=read("n_inner") or 4 * hidden,
         max_position_embeddings=positions, encoder_seq_length=positions,
         layernorm_epsilon=read("layer_norm_epsilon"),
-        activation=our_activation(read("activation_function"), gated=False,
-                                  key="activation_function", source=source),
+        activation=activation, openai_gelu=openai_gelu,
         normalize_attention_scores=read("scale_attn_weights"),
         hidden_dropout=read("resid_pdrop"), attention_dropout=read("attn_pdrop"),
         init_method_std=read("initializer_range"),
@@ -94,7 +95,7 @@ def import_model(config: dict[str, Any], hf_state: State, source: str) -> tuple[
 
 def hf_config(cfg: GPTModelConfig, vocab_size: int) -> dict[str, Any]:
     """config.json's model keys; ValueError listing whatever GPT-2 cannot express."""
-    activation, gated = hf_activation(cfg.activation)
+    activation, gated = hf_activation(cfg.activation, cfg.openai_gelu)
     problems = [
         f"model.{key}={value!r} ({why})" for key, value, ok, why in (
             ("position_embedding_type", cfg.position_embedding_type,

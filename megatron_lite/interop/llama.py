@@ -102,7 +102,8 @@ def model_config(config: dict[str, Any], *, tied: bool, source: str) -> GPTModel
         num_query_groups=None if groups in (None, heads) else groups,
         kv_channels=None if head_dim in (None, hidden // heads) and hidden % heads == 0 else head_dim,
         ffn_hidden_size=read("intermediate_size"),
-        activation=our_activation(read("hidden_act"), gated=True, key="hidden_act", source=source),
+        **dict(zip(("activation", "openai_gelu"),
+                   our_activation(read("hidden_act"), gated=True, key="hidden_act", source=source))),
         normalization="rmsnorm", layernorm_epsilon=read("rms_norm_eps"), bias=read("attention_bias"),
         position_embedding_type="rope", rotary_base=theta, seq_len_interpolation_factor=factor,
         max_position_embeddings=positions, encoder_seq_length=positions,
@@ -125,7 +126,7 @@ def import_model(config: dict[str, Any], hf_state: State, source: str) -> tuple[
 
 def hf_config(cfg: GPTModelConfig, vocab_size: int) -> dict[str, Any]:
     """config.json's model keys; ValueError listing whatever Llama cannot express."""
-    activation, gated = hf_activation(cfg.activation)
+    activation, gated = hf_activation(cfg.activation, cfg.openai_gelu)
     problems = [
         f"model.{key}={value!r} ({why})" for key, value, ok, why in (
             ("position_embedding_type", cfg.position_embedding_type,

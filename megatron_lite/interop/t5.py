@@ -46,7 +46,7 @@ DEFAULTS = {
 STACKS = ("encoder", "decoder")
 # The keys of one stack that T5Config holds once for both stacks.
 SHARED_STACK_KEYS = ("ffn_hidden_size", "num_attention_heads", "head_dim", "activation",
-                     "layernorm_epsilon", "relative_attention_num_buckets",
+                     "openai_gelu", "layernorm_epsilon", "relative_attention_num_buckets",
                      "relative_attention_max_distance")
 
 
@@ -91,7 +91,8 @@ def rules(cfg: T5ModelConfig) -> list[TensorRule]:
     return found
 
 
-def _activation(config: dict[str, Any], source: str) -> str:
+def _activation(config: dict[str, Any], source: str) -> tuple[str, bool]:
+    """(our activation, openai_gelu) of a T5 config."""
     projection = config.get("feed_forward_proj", DEFAULTS["feed_forward_proj"])
     gated = projection.startswith("gated-")
     # transformers reads "gated-gelu" as the tanh GELU (gelu_new) unless dense_act_fn says otherwise.
@@ -110,7 +111,8 @@ def model_config(config: dict[str, Any], *, tied: bool, source: str) -> T5ModelC
         hidden_size=hidden, ffn_hidden_size=read("d_ff"), num_attention_heads=heads,
         kv_channels=None if head_dim * heads == hidden else head_dim,
         normalization="rmsnorm", layernorm_epsilon=read("layer_norm_epsilon"), bias=False,
-        activation=_activation(config, source), position_embedding_type="relative",
+        **dict(zip(("activation", "openai_gelu"), _activation(config, source))),
+        position_embedding_type="relative",
         relative_attention_num_buckets=read("relative_attention_num_buckets"),
         relative_attention_max_distance=read("relative_attention_max_distance"),
         normalize_attention_scores=False, hidden_dropout=dropout, attention_dropout=dropout,
@@ -184,7 +186,7 @@ def hf_config(cfg: T5ModelConfig, vocab_size: int) -> dict[str, Any]:
     """config.json's model keys; ValueError listing whatever HF's T5 cannot express."""
     refuse(_problems(cfg), HF_CLASS)
     stack = cfg.encoder
-    activation, gated = hf_activation(stack.activation)
+    activation, gated = hf_activation(stack.activation, stack.openai_gelu)
     return {
         "d_model": stack.hidden_size, "d_kv": stack.head_dim, "d_ff": stack.ffn_hidden_size,
         "num_layers": stack.num_layers, "num_decoder_layers": cfg.decoder.num_layers,

@@ -1,6 +1,9 @@
-"""The feed-forward block: plain (gelu, relu, squared-relu) or gated (geglu, reglu, swiglu)."""
+"""The feed-forward block: plain (gelu, relu, squared-relu) or gated (geglu, reglu, swiglu);
+GELU exact (erf) or, with openai_gelu, its tanh approximation."""
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +35,8 @@ class MLP(nn.Module):
         fc1_width = cfg.ffn_hidden_size * (2 if self.gated else 1)
         self.linear_fc1 = nn.Linear(cfg.hidden_size, fc1_width, bias=cfg.bias)
         self.linear_fc2 = nn.Linear(cfg.ffn_hidden_size, cfg.hidden_size, bias=cfg.bias)
-        self.activation = _ACTIVATIONS[cfg.activation]
+        self.activation = (functools.partial(F.gelu, approximate="tanh") if cfg.openai_gelu
+                           else _ACTIVATIONS[cfg.activation])
         self.dropout = nn.Dropout(cfg.ffn_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

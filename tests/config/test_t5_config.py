@@ -73,12 +73,13 @@ def test_nemo_implementation_knobs_are_accepted_and_listed_as_ignored(override):
 
 @pytest.mark.parametrize("override, message", [
     ("model.pipeline_model_parallel_split_rank=2", "model.pipeline_model_parallel_split_rank=2 is not implemented"),
-    ("model.decoder.openai_gelu=true", "model.decoder.openai_gelu=True is not implemented"),
+    ("model.decoder.openai_gelu=true model.decoder.activation=relu",
+     "model.decoder.openai_gelu=True chooses the tanh GELU, but model.decoder.activation='relu'"),
     ("model.encoder.arch=perceiver", "model.encoder.arch='perceiver' is not implemented"),
 ])
 def test_nemo_features_we_lack_are_refused_naming_the_value(override, message):
     with pytest.raises(ValueError, match=message):
-        compose_t5([*DATA, override])
+        compose_t5([*DATA, *override.split()])
 
 
 @pytest.mark.parametrize(

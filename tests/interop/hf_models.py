@@ -12,11 +12,13 @@ VOCAB = 96
 T5_LAYOUTS = ("t5", "t5.1.1", "t5-scaled-output")
 
 
-def tiny_gpt2(*, seq: int = 16, tied: bool = True, scale_attn_weights: bool = True):
+def tiny_gpt2(*, seq: int = 16, tied: bool = True, scale_attn_weights: bool = True,
+              activation: str = "gelu"):
+    """activation: "gelu" (exact, erf) or GPT-2's own tanh form "gelu_new" (openai_gelu)."""
     torch.manual_seed(1)
     config = transformers.GPT2Config(
         n_embd=32, n_layer=2, n_head=4, n_positions=seq, vocab_size=VOCAB,
-        activation_function="gelu",  # exact erf GELU, ours (GPT-2's own is the tanh form)
+        activation_function=activation,
         scale_attn_weights=scale_attn_weights, tie_word_embeddings=tied,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
     )
@@ -44,9 +46,10 @@ def tiny_llama(*, seq: int = 24, head_dim: int = 12, tied: bool = False, bias: b
 
 
 def tiny_t5(layout: str):
-    """T5's layouts: "t5" (relu, lm_head tied, no output scaling), "t5.1.1" (gated GELU, a
-    separate lm_head, d_kv != d_model / heads), "t5-scaled-output" (T5's original checkpoints:
-    tied, decoder output scaled by d_model^-0.5)."""
+    """T5's layouts: "t5" (relu, lm_head tied, no output scaling), "t5.1.1" (gated tanh GELU, as
+    T5.1.1 and FLAN-T5 have it, a separate lm_head, d_kv != d_model / heads),
+    "t5-scaled-output" (T5's original checkpoints: tied, decoder output scaled by
+    d_model^-0.5)."""
     torch.manual_seed(3)
     gated = layout == "t5.1.1"
     config = transformers.T5Config(
@@ -57,8 +60,6 @@ def tiny_t5(layout: str):
         tie_word_embeddings=layout == "t5-scaled-output",
         decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
     )
-    if gated:
-        config.dense_act_fn = "gelu"  # exact erf GELU, ours (HF's gated-gelu is the tanh form)
     model = transformers.T5ForConditionalGeneration(config).eval()
     if gated:  # transformers 5 ties lm_head at construction; T5.1.1 has its own
         model.lm_head.weight = torch.nn.Parameter(torch.randn(VOCAB, 32) * 0.5)

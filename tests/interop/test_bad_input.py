@@ -55,15 +55,15 @@ def test_weights_of_another_size_than_config_json_are_refused():
 
 
 @pytest.mark.parametrize("architecture, changes, match", [
-    (GPT2, {"activation_function": "gelu_new"},
-     "activation_function='gelu_new' is not an activation of ours .*tanh approximation"),
+    (GPT2, {"activation_function": "quick_gelu"},
+     "activation_function='quick_gelu' is not an activation of ours"),
     (GPT2, {"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx=True"),
     (LLAMA, {"rope_parameters": {"rope_type": "llama3", "factor": 8.0, "rope_theta": 5e5}},
      "rope type 'llama3' is not implemented here"),
     (LLAMA, {"attention_bias": True}, "attention_bias=True and mlp_bias=False differ"),
-    (T5, {"feed_forward_proj": "gated-gelu", "dense_act_fn": None},
-     "feed_forward_proj / dense_act_fn='gelu_new' is not an activation of ours"),
-], ids=["gpt2-tanh-gelu", "gpt2-layer-scaling", "llama3-rope", "llama-bias-mix", "t5-tanh-geglu"])
+    (T5, {"feed_forward_proj": "gated-silu", "dense_act_fn": "mish"},
+     "feed_forward_proj / dense_act_fn='mish' is not an activation of ours"),
+], ids=["gpt2-quick-gelu", "gpt2-layer-scaling", "llama3-rope", "llama-bias-mix", "t5-mish"])
 def test_hf_settings_we_do_not_implement_are_refused(architecture, changes, match):
     config = {"model_type": architecture.model_type, "vocab_size": VOCAB, **changes}
     with pytest.raises(ValueError, match=match):

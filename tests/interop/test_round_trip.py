@@ -27,6 +27,7 @@ from tests.t5_testing import tiny_t5_config
 CASES = {
     "gpt2": (lambda: tiny_gpt2(), "gpt", 16),
     "gpt2-untied-unscaled": (lambda: tiny_gpt2(tied=False, scale_attn_weights=False), "gpt", 16),
+    "gpt2-tanh-gelu": (lambda: tiny_gpt2(activation="gelu_new"), "gpt", 16),
     "llama-gqa-linear-rope": (
         lambda: tiny_llama(rope_scaling={"rope_type": "linear", "factor": 2.0}), "gpt", 24),
     "llama-tied-bias": (lambda: tiny_llama(head_dim=8, tied=True, bias=True), "gpt", 24),

@@ -142,3 +142,14 @@ def test_torch_compile_sees_the_whole_model_as_one_graph(position):
     explanation = torch._dynamo.explain(model)(torch.randint(0, VOCAB, (2, 16)))
     assert explanation.graph_break_count == 0, [b.reason for b in explanation.break_reasons]
     assert explanation.graph_count == 1
+
+
+@pytest.mark.parametrize("activation", ["gelu", "geglu"])
+def test_openai_gelu_is_the_tanh_approximation(activation):
+    torch.manual_seed(0)
+    mlp = MLP(config(activation=activation, openai_gelu=True))
+    x = torch.randn(2, 5, 32)
+    h = x @ mlp.linear_fc1.weight.t() + mlp.linear_fc1.bias
+    tanh_gelu = lambda t: 0.5 * t * (1 + torch.tanh(math.sqrt(2 / math.pi) * (t + 0.044715 * t**3)))  # noqa: E731
+    h = tanh_gelu(h) if activation == "gelu" else tanh_gelu(h[..., :48]) * h[..., 48:]
+    torch.testing.assert_close(mlp(x), h @ mlp.linear_fc2.weight.t() + mlp.linear_fc2.bias)

@@ -24,7 +24,7 @@ NON_FINITE_ACTIONS = ("stop", "skip")
 class ModelCommonConfig:
     micro_batch_size: int = 4
     global_batch_size: int = 8
-    # Parallelism beyond data parallel comes with its own issue; until then only 1 / False.
+    # Only data parallelism is implemented: these stay at 1 / False (checked below).
     tensor_model_parallel_size: int = 1
     pipeline_model_parallel_size: int = 1
     sequence_parallel: bool = False
@@ -61,7 +61,7 @@ class ModelCommonConfig:
         if self.tensor_model_parallel_size != 1:
             raise ValueError(
                 f"model.tensor_model_parallel_size={self.tensor_model_parallel_size} is not "
-                "implemented yet (tensor parallelism comes with its own issue); use data parallel "
+                "implemented: megatron_lite parallelizes over data only; use data parallel "
                 "(trainer.devices)"
             )
         if self.sequence_parallel:

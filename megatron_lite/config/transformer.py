@@ -19,6 +19,7 @@ ACTIVATIONS = ("gelu", "relu", "squared-relu", "geglu", "reglu", "swiglu")
 GATED_ACTIVATIONS = ("geglu", "reglu", "swiglu")
 GELU_ACTIVATIONS = ("gelu", "geglu")
 BLOCK_TYPES = ("pre_ln", "post_ln")
+CHECKPOINT_GRANULARITIES = ("full", "selective")
 CHECKPOINT_METHODS = ("uniform", "block")
 
 
@@ -46,6 +47,10 @@ class TransformerConfig:
     # False: softmax(q k^T) without the 1 / sqrt(head dim) factor, as T5 was trained.
     normalize_attention_scores: bool = True
     use_flash_attention: bool = False
+    # torch.compile the stack's layers for training (the flash kernel is a custom op in the graph)
+    torch_compile: bool = False
+    # full: recompute whole layers (method, num_layers); selective: every layer keeps its
+    # attention's inputs, output and lse and recomputes the rest (norms, projections, MLP)
     activations_checkpoint_granularity: Optional[str] = None
     activations_checkpoint_method: Optional[str] = None
     activations_checkpoint_num_layers: Optional[int] = None
@@ -95,11 +100,13 @@ class TransformerConfig:
             # As in NeMo, method and num_layers are read only with a granularity (NeMo's base
             # config sets num_layers: 1 with granularity null).
             return
-        if granularity != "full":
+        if granularity not in CHECKPOINT_GRANULARITIES:
             raise ValueError(
-                f"{prefix}activations_checkpoint_granularity={granularity!r} is not implemented; "
-                "only 'full' (or null)"
+                f"{prefix}activations_checkpoint_granularity={granularity!r} is not one of "
+                f"{CHECKPOINT_GRANULARITIES} (or null)"
             )
+        if granularity == "selective":
+            return  # every layer, as in NeMo: method and num_layers are not read
         if self.activations_checkpoint_method not in CHECKPOINT_METHODS:
             raise ValueError(
                 f"{prefix}activations_checkpoint_method must be one of {CHECKPOINT_METHODS} with "

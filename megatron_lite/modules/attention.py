@@ -81,9 +81,9 @@ class _Attention(nn.Module):
         self.softmax_scale = cfg.softmax_scale
         self.dropout_p = cfg.attention_dropout
 
-    def _attend_and_project(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                            **options) -> torch.Tensor:
-        """q (B, Sq, Hq, D), k and v (B, Sk, Hkv, D) -> (B, Sq, C); options: causal and masks."""
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **options) -> torch.Tensor:
+        """The attention alone, before the output projection: q (B, Sq, Hq, D), k and v
+        (B, Sk, Hkv, D) -> (B, Sq, Hq * D); options: causal, masks and biases."""
         out = dot_product_attention(
             q, k, v,
             use_flash=self.use_flash,
@@ -91,7 +91,12 @@ class _Attention(nn.Module):
             dropout_p=self.dropout_p if self.training else 0.0,
             **options,
         )  # (B, Sq, Hq, D)
-        return self.linear_proj(out.reshape(*q.shape[:2], -1))
+        return out.reshape(*q.shape[:2], -1)
+
+    def _attend_and_project(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            **options) -> torch.Tensor:
+        """q (B, Sq, Hq, D), k and v (B, Sk, Hkv, D) -> (B, Sq, C); options: causal and masks."""
+        return self.linear_proj(self.attend(q, k, v, **options))
 
 
 class SelfAttention(_Attention):
@@ -125,6 +130,18 @@ class SelfAttention(_Attention):
         """x [B, S, C] -> [B, S, C]. With a cache, x holds the new tokens only: their keys and
         values join the cache, and their queries attend to every key in it (the last S of
         key_padding_mask's positions are theirs)."""
+        q, k, v = self.project(x, rotary)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, Sk, Hkv, D): every token so far
+        return self._attend_and_project(
+            q, k, v, causal=self.causal, segment_ids=segment_ids, key_padding_mask=key_padding_mask,
+            relative_bias=relative_bias, alibi_slopes=alibi_slopes,
+        )  # (B, S, C)
+
+    def project(self, x: torch.Tensor, rotary: RotaryTables | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, S, Hq, D), k and v (B, S, Hkv, D) of x (B, S, C), rotated where positions
+        rotate."""
         batch, seqlen, _ = x.shape  # (B, S, C)
         q, k, v = self.linear_qkv(x).split(self.split_sizes, dim=-1)
         q = q.view(batch, seqlen, self.num_heads, self.head_dim)  # (B, S, Hq, D)
@@ -132,12 +149,7 @@ class SelfAttention(_Attention):
         v = v.view(batch, seqlen, self.num_groups, self.head_dim)  # (B, S, Hkv, D)
         if rotary is not None:
             q, k = rotate_queries_and_keys(q, k, rotary)
-        if cache is not None:
-            k, v = cache.append(k, v)  # (B, Sk, Hkv, D): every token so far
-        return self._attend_and_project(
-            q, k, v, causal=self.causal, segment_ids=segment_ids, key_padding_mask=key_padding_mask,
-            relative_bias=relative_bias, alibi_slopes=alibi_slopes,
-        )  # (B, S, C)
+        return q, k, v
 
 
 class CrossAttention(_Attention):

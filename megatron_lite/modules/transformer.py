@@ -34,6 +34,7 @@ class TransformerLayer(nn.Module):
         self.mlp_norm = build_norm(cfg)
         self.mlp = MLP(cfg)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.selective_checkpoint = cfg.activations_checkpoint_granularity == "selective"
 
     def _residual(self, x: torch.Tensor, norm: nn.Module, branch) -> torch.Tensor:
         """x + branch(x), with the norm before the branch (pre-LN) or after the sum (post-LN)."""
@@ -56,6 +57,11 @@ class TransformerLayer(nn.Module):
     ) -> torch.Tensor:
         """x [B, S, C] -> [B, S, C]. context [B, Sk, C]: the encoder's output (decoder layers).
         cache: this layer's (self-attention, cross-attention) caches when generating."""
+        if self.selective_checkpoint and self.training and torch.is_grad_enabled():
+            return self._forward_selective(
+                x, rotary, context, context_padding_mask, segment_ids=segment_ids,
+                key_padding_mask=key_padding_mask, relative_bias=relative_bias,
+                alibi_slopes=alibi_slopes)
         self_cache, cross_cache = (None, None) if cache is None else cache
         x = self._residual(x, self.attention_norm, lambda h: self.attention(
             h, rotary, segment_ids, key_padding_mask=key_padding_mask,
@@ -66,14 +72,39 @@ class TransformerLayer(nn.Module):
                 h, context, context_padding_mask, cross_cache))
         return self._residual(x, self.mlp_norm, self.mlp)
 
+    def _forward_selective(self, x: torch.Tensor, rotary: Rotary, context, context_padding_mask,
+                           **attention_options) -> torch.Tensor:
+        """forward with selective activation checkpointing: the self-attention's q, k, v, output
+        and lse are kept (its kernel is not run again), everything else (norms, projections,
+        residuals, cross-attention, MLP) is recomputed in the backward from the layer's input."""
+        def project(x):
+            return self.attention.project(self.attention_norm(x) if self.pre_ln else x, rotary)
+
+        def after_attention(x, attended):
+            branch = self.dropout(self.attention.linear_proj(attended))
+            x = x + branch if self.pre_ln else self.attention_norm(x + branch)
+            if self.cross_attention is not None:
+                x = self._residual(x, self.cross_attention_norm, lambda h: self.cross_attention(
+                    h, context, context_padding_mask))
+            return self._residual(x, self.mlp_norm, self.mlp)
+
+        q, k, v = checkpoint(project, x, use_reentrant=False)  # (B, S, H, D) each
+        attended = self.attention.attend(q, k, v, causal=self.attention.causal,
+                                         **attention_options)  # (B, S, Hq * D)
+        return checkpoint(after_attention, x, attended, use_reentrant=False)  # (B, S, C)
+
 
 class TransformerBlock(nn.Module):
     """num_layers layers, then the final norm (pre-LN only: post-LN layers end normalized).
 
     Activation checkpointing (granularity 'full') keeps only the inputs of checkpointed spans and
     recomputes the rest in the backward: 'uniform' checkpoints every span of
-    activations_checkpoint_num_layers layers, 'block' the first that many layers one by one.
-    The recomputation replays the same dropout masks (torch saves and restores the RNG state).
+    activations_checkpoint_num_layers layers, 'block' the first that many layers one by one;
+    'selective' is each layer's own (TransformerLayer._forward_selective). The recomputation
+    replays the same dropout masks (torch saves and restores the RNG state).
+
+    torch_compile: the layers run under torch.compile in training and evaluation forwards
+    (not when generating with a key/value cache, whose shapes change every step).
     """
 
     def __init__(self, cfg: TransformerConfig, *, causal: bool = True, cross_attention: bool = False) -> None:
@@ -84,9 +115,11 @@ class TransformerBlock(nn.Module):
         )
         self.final_norm = build_norm(cfg) if cfg.transformer_block_type == "pre_ln" else None
         self.checkpoint_method = (
-            cfg.activations_checkpoint_method if cfg.activations_checkpoint_granularity else None
+            cfg.activations_checkpoint_method if cfg.activations_checkpoint_granularity == "full"
+            else None
         )
         self.checkpoint_layers = cfg.activations_checkpoint_num_layers
+        self.compiled_spans = torch.compile(self._run_spans) if cfg.torch_compile else None
 
     def _run_layers(self, start: int, end: int, x: torch.Tensor, *args,
                     kv_cache: KVCache | None = None, **kwargs) -> torch.Tensor:
@@ -111,6 +144,13 @@ class TransformerBlock(nn.Module):
                 **attention_inputs: torch.Tensor | None) -> torch.Tensor:
         """x [B, S, C] -> [B, S, C]; attention_inputs: TransformerLayer.forward's keywords;
         kv_cache: the stack's caches when generating (x then holds the new tokens only)."""
+        if self.compiled_spans is not None and kv_cache is None:
+            x = self.compiled_spans(x, rotary, segment_ids, None, attention_inputs)
+        else:
+            x = self._run_spans(x, rotary, segment_ids, kv_cache, attention_inputs)
+        return x if self.final_norm is None else self.final_norm(x)
+
+    def _run_spans(self, x, rotary, segment_ids, kv_cache, attention_inputs):
         for start, end, checkpointed in self._spans():
             if checkpointed:
                 x = checkpoint(self._run_layers, start, end, x, rotary, segment_ids,
@@ -118,7 +158,7 @@ class TransformerBlock(nn.Module):
             else:
                 x = self._run_layers(start, end, x, rotary, segment_ids, kv_cache=kv_cache,
                                      **attention_inputs)
-        return x if self.final_norm is None else self.final_norm(x)
+        return x
 
 
 def init_weights(module: nn.Module, cfg: TransformerConfig) -> None:

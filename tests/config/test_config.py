@@ -116,7 +116,7 @@ def test_a_users_own_config_folder_works(tmp_path):
         (["model.pipeline_model_parallel_size=2"], "not implemented"),
         (["model.optim.name=sgd"], "model.optim.name='sgd' is not implemented"),
         (["model.optim.sched.name=InverseSquareRootAnnealing"], "model.optim.sched.name"),
-        (["model.activations_checkpoint_granularity=selective"], "not implemented"),
+        (["model.activations_checkpoint_granularity=partial"], "granularity='partial' is not one of"),
         (["model.activations_checkpoint_granularity=full", "model.activations_checkpoint_method=uniform",
           "model.activations_checkpoint_num_layers=13"], "activations_checkpoint_num_layers"),
         (["model.position_embedding_type=rope", "model.rotary_percentage=0.3"], "rotary_percentage"),

@@ -153,3 +153,61 @@ def test_openai_gelu_is_the_tanh_approximation(activation):
     tanh_gelu = lambda t: 0.5 * t * (1 + torch.tanh(math.sqrt(2 / math.pi) * (t + 0.044715 * t**3)))  # noqa: E731
     h = tanh_gelu(h) if activation == "gelu" else tanh_gelu(h[..., :48]) * h[..., 48:]
     torch.testing.assert_close(mlp(x), h @ mlp.linear_fc2.weight.t() + mlp.linear_fc2.bias)
+
+
+@pytest.mark.parametrize("block_type", ["pre_ln", "post_ln"])
+def test_selective_checkpointing_keeps_attention_and_recomputes_the_rest(block_type):
+    # Dropout on everywhere: the recomputed MLP and residual branches must replay their masks.
+    import megatron_lite.modules.attention as attention_module
+
+    options = dict(hidden_dropout=0.2, attention_dropout=0.2, ffn_dropout=0.1,
+                   transformer_block_type=block_type)
+    torch.manual_seed(0)
+    plain = GPTModel(config(**options), VOCAB)
+    selective = GPTModel(config(**options, activations_checkpoint_granularity="selective"), VOCAB)
+    selective.load_state_dict(plain.state_dict())
+    tokens = torch.randint(0, VOCAB, (2, 16))
+    calls = {"attention": 0, "mlp": 0}
+    real_attention = attention_module.dot_product_attention
+
+    def counted_attention(*args, **kwargs):
+        calls["attention"] += 1
+        return real_attention(*args, **kwargs)
+
+    for layer in selective.decoder.layers:
+        layer.mlp.register_forward_pre_hook(lambda *_: calls.__setitem__("mlp", calls["mlp"] + 1))
+    losses, saved = [], []
+    for model in (plain, selective):
+        torch.manual_seed(7)
+        calls.update(attention=0, mlp=0)
+        sizes = []
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(attention_module, "dot_product_attention", counted_attention)
+            with torch.autograd.graph.saved_tensors_hooks(
+                    lambda t: sizes.append(t.numel()) or t, lambda t: t), \
+                    torch.utils.checkpoint.set_checkpoint_early_stop(False):
+                loss = masked_lm_loss(model(tokens), torch.roll(tokens, -1, 1), torch.ones(2, 16))
+            loss.backward()
+        losses.append(loss)
+        saved.append(sum(sizes))
+    assert calls == {"attention": 4, "mlp": 8}  # the kernel ran once per layer, the MLP twice
+    torch.testing.assert_close(losses[1], losses[0], rtol=0, atol=0)
+    for p_plain, p_selective in zip(plain.parameters(), selective.parameters()):
+        torch.testing.assert_close(p_selective.grad, p_plain.grad, rtol=1e-6, atol=1e-7)
+    assert saved[1] < 0.6 * saved[0]  # what autograd keeps for the backward
+
+
+def test_torch_compile_key_compiles_the_layers_and_changes_nothing():
+    torch.manual_seed(0)
+    eager = GPTModel(config(position_embedding_type="rope", num_layers=1), VOCAB)
+    compiled = GPTModel(config(position_embedding_type="rope", num_layers=1, torch_compile=True), VOCAB)
+    compiled.load_state_dict(eager.state_dict())
+    assert compiled.decoder.compiled_spans is not None and eager.decoder.compiled_spans is None
+    tokens = torch.randint(0, VOCAB, (2, 16))
+    results = []
+    for model in (eager, compiled):
+        loss = masked_lm_loss(model(tokens), torch.roll(tokens, -1, 1), torch.ones(2, 16))
+        results.append((loss, torch.autograd.grad(loss, list(model.parameters()))))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
+    for got, want in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

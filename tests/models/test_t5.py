@@ -177,3 +177,22 @@ def test_activation_checkpointing_in_both_stacks_changes_nothing():
     torch.testing.assert_close(losses[1], losses[0], rtol=0, atol=0)
     for p_plain, p_ckpt in zip(plain.parameters(), checkpointed.parameters()):
         torch.testing.assert_close(p_ckpt.grad, p_plain.grad, rtol=1e-6, atol=1e-7)
+
+
+def test_selective_checkpointing_changes_nothing_with_cross_attention():
+    torch.manual_seed(0)
+    options = dict(stack={"hidden_dropout": 0.1, "attention_dropout": 0.1})
+    plain = T5Model(tiny_t5_config(**options), VOCAB)
+    selective = T5Model(tiny_t5_config(stack={**options["stack"],
+                                              "activations_checkpoint_granularity": "selective"}), VOCAB)
+    selective.load_state_dict(plain.state_dict())
+    text_enc, text_dec, enc_mask, labels, loss_mask = batch()
+    losses = []
+    for model in (plain, selective):
+        torch.manual_seed(5)
+        loss = masked_lm_loss(model(text_enc, text_dec, enc_mask), labels, loss_mask)
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[1], losses[0], rtol=0, atol=0)
+    for p_plain, p_selective in zip(plain.parameters(), selective.parameters()):
+        torch.testing.assert_close(p_selective.grad, p_plain.grad, rtol=1e-6, atol=1e-7)

@@ -42,9 +42,9 @@ class PromptTemplate:
         if not self.prompt_template.endswith("{" + self.label_key + "}"):
             raise ValueError(f"prompt_template {self.prompt_template!r} must end with the label "
                              f"field {{{self.label_key}}}: the answer is what the model learns to write")
-        if self.truncation_field not in fields:
+        if self.truncation_field not in fields or self.truncation_field == self.label_key:
             raise ValueError(f"truncation_field {self.truncation_field!r} is not a field of "
-                             f"prompt_template {self.prompt_template!r} ({fields})")
+                             f"prompt_template {self.prompt_template!r} ({fields}) other than the label")
         if self.truncation_method not in ("left", "right"):
             raise ValueError(f"truncation_method must be 'left' or 'right', got {self.truncation_method!r}")
 
@@ -59,9 +59,9 @@ class Example:
     answer: list[int]  # the answer and [eos]
 
 
-def read_records(path: str | Path, template: PromptTemplate) -> list[dict]:
-    """The records of a jsonl file; a missing file, bad JSON or a record without a template
-    field is an error naming the file and line."""
+def read_records(path: str | Path, template: PromptTemplate) -> list[tuple[int, dict]]:
+    """The records of a jsonl file with their line numbers; a missing file, bad JSON or a record
+    without a template field is an error naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"SFT data file {path} does not exist")
@@ -77,16 +77,17 @@ def read_records(path: str | Path, template: PromptTemplate) -> list[dict]:
         if missing:
             raise ValueError(f"{path}:{number} has no text field(s) {missing} that prompt_template "
                              f"{template.prompt_template!r} needs")
-        records.append(record)
+        records.append((number, record))
     if not records:
         raise ValueError(f"SFT data file {path} holds no records")
     return records
 
 
 def tokenize_example(record: dict, tokenizer: Tokenizer, template: PromptTemplate,
-                     max_seq_length: int) -> Example:
+                     max_seq_length: int, *, context_only: bool = False) -> Example:
     """The record's context and answer ids, its truncation field shortened to fit max_seq_length
-    tokens in all."""
+    tokens in all, or in the context alone (`context_only`: T5, whose answer has a length of
+    its own)."""
     label = "{" + template.label_key + "}"
     context_template = template.prompt_template[: -len(label)]
     pieces = _template_pieces(context_template)
@@ -103,14 +104,41 @@ def tokenize_example(record: dict, tokenizer: Tokenizer, template: PromptTemplat
             ids += encoded[field] if field else []
         return ids
 
-    excess = len(context_ids()) + len(answer) - max_seq_length
+    excess = len(context_ids()) + (0 if context_only else len(answer)) - max_seq_length
     if excess > 0:
         field = encoded[template.truncation_field]
         if excess >= len(field):
-            raise ValueError(f"a record's answer and template leave no room in max_seq_length="
+            what = "template" if context_only else "answer and template"
+            raise ValueError(f"the record's {what} leave no room in max_seq_length="
                              f"{max_seq_length} even with its {template.truncation_field!r} removed")
         encoded[template.truncation_field] = field[excess:] if template.truncation_method == "left" else field[:-excess]
     return Example(context_ids(), answer)
+
+
+def read_examples(file_names: Sequence[str | Path], tokenizer: Tokenizer, template: PromptTemplate,
+                  max_seq_length: int, *, min_seq_length: int = 1, max_answer_length: int | None = None
+                  ) -> list[Example]:
+    """The examples of the jsonl files, one file after the other. Examples of fewer than
+    min_seq_length tokens are left out. With max_answer_length (T5), max_seq_length bounds the
+    context alone, and an answer longer than max_answer_length is an error; a record that
+    cannot fit is an error naming its file and line."""
+    examples = []
+    for path in file_names:
+        for number, record in read_records(path, template):
+            try:
+                example = tokenize_example(record, tokenizer, template, max_seq_length,
+                                           context_only=max_answer_length is not None)
+            except ValueError as error:
+                raise ValueError(f"{path}:{number}: {error}") from None
+            if max_answer_length is not None and len(example.answer) > max_answer_length:
+                raise ValueError(f"{path}:{number}: the answer's {len(example.answer)} tokens (eos "
+                                 f"included) exceed the decoder's {max_answer_length}")
+            if len(example.context) + len(example.answer) >= min_seq_length:
+                examples.append(example)
+    if not examples:
+        raise ValueError(f"{', '.join(map(str, file_names))}: no example holds min_seq_length="
+                         f"{min_seq_length} tokens")
+    return examples
 
 
 def _template_pieces(template: str) -> list[tuple[str, str | None]]:
@@ -120,11 +148,14 @@ def _template_pieces(template: str) -> list[tuple[str, str | None]]:
 
 class GPTSFTDataset(torch.utils.data.Dataset):
     """GPT fine-tuning samples of max_seq_length positions: one example each, or (pack=True)
-    as many consecutive examples as fit, each in its own segment."""
+    as many consecutive examples as fit, each in its own segment. The loss falls on the answers,
+    or (answer_only_loss=False) on every token an example predicts."""
 
-    def __init__(self, examples: Sequence[Example], max_seq_length: int, pad_id: int, *, pack: bool) -> None:
+    def __init__(self, examples: Sequence[Example], max_seq_length: int, pad_id: int, *, pack: bool,
+                 answer_only_loss: bool = True) -> None:
         self.max_seq_length = max_seq_length
         self.pad_id = pad_id
+        self.answer_only_loss = answer_only_loss
         lengths = [len(e.context) + len(e.answer) for e in examples]
         self.bins: list[list[Example]] = []
         for example, length in zip(examples, lengths):
@@ -141,7 +172,7 @@ class GPTSFTDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         size = self.max_seq_length + 1
         window = np.full(size, self.pad_id, dtype=np.int64)
-        predicted = np.zeros(size, dtype=np.float32)  # 1 where the token is an answer token
+        predicted = np.zeros(size, dtype=np.float32)  # 1 where the token is one to predict
         segment = np.full(size, -1, dtype=np.int64)  # padding: a segment of its own
         position = np.zeros(size, dtype=np.int64)
         start = 0
@@ -149,7 +180,7 @@ class GPTSFTDataset(torch.utils.data.Dataset):
             ids = example.context + example.answer
             end = start + len(ids)
             window[start:end] = ids
-            predicted[start + len(example.context):end] = 1.0
+            predicted[start + (len(example.context) if self.answer_only_loss else 0):end] = 1.0
             segment[start:end] = number
             position[start:end] = np.arange(len(ids))
             start = end
@@ -189,3 +220,30 @@ class T5SFTDataset(torch.utils.data.Dataset):
         return t5_sample_fields(np.array(example.context + [self.eod_id]), np.array(example.answer),
                                 seq_length=self.seq_length, seq_length_dec=self.seq_length_dec,
                                 pad_id=self.pad_id)
+
+
+class RepeatedSamples(torch.utils.data.Dataset):
+    """num_samples samples taken pass after pass over `dataset`: every pass in an order of its
+    own drawn from (seed, pass) when shuffling, else in the dataset's order. Sample i is the
+    same in every run, so a run resumed at consumed_samples reads what it would have read."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, num_samples: int, seed: int, *, shuffle: bool) -> None:
+        self.dataset, self.num_samples = dataset, num_samples
+        self.seed, self.shuffle = seed, shuffle
+        self._orders: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            size = len(self.dataset)
+            rng = np.random.default_rng((self.seed, epoch))
+            self._orders = {epoch: rng.permutation(size) if self.shuffle else np.arange(size)}
+        return self._orders[epoch]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"sample {index} of {self.num_samples}")
+        epoch, position = divmod(index, len(self.dataset))
+        return self.dataset[int(self._order(epoch)[position])]

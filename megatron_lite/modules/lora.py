@@ -1,9 +1,10 @@
 """LoRA (Hu et al., 2021): low-rank adapters on a frozen model's linear layers.
 
 A target layer W becomes W x + (alpha / rank) * B A dropout(x), with A [rank, in] and B [out,
-rank]; B starts at zero, so adding adapters changes nothing until they train. Only the adapters
-are trainable (and saved when fine-tuning); merging folds B A into W, leaving plain linear
-layers for export and generation.
+rank]. A and B start as NeMo initialises them (xavier: Xavier normal, normal: N(0, 0.2), zero);
+with B at zero (the default), adding adapters changes nothing until they train. Only the
+adapters are trainable (and saved when fine-tuning); merging folds B A into W, leaving plain
+linear layers for export and generation.
 
 Targets use NeMo's names: attention_qkv (the fused q, k, v projection; T5's cross-attention q
 and kv projections too), attention_dense (attention's output projection), mlp_fc1, mlp_fc2.
@@ -11,7 +12,6 @@ and kv projections too), attention_dense (attention's output projection), mlp_fc
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -22,6 +22,11 @@ from megatron_lite.modules.attention import CrossAttention, SelfAttention
 from megatron_lite.modules.mlp import MLP
 from megatron_lite.modules.transformer import TransformerLayer
 
+INIT_METHODS = {
+    "xavier": nn.init.xavier_normal_,
+    "normal": lambda weight: nn.init.normal_(weight, std=0.2),
+    "zero": nn.init.zeros_,
+}
 LORA_TARGETS = {
     "attention_qkv": ((SelfAttention, "linear_qkv"), (CrossAttention, "linear_q"),
                       (CrossAttention, "linear_kv")),
@@ -34,15 +39,15 @@ LORA_TARGETS = {
 class LoraLinear(nn.Module):
     """A frozen nn.Linear plus a trainable low-rank update."""
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float) -> None:
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float,
+                 init_a: str = "xavier", init_b: str = "zero") -> None:
         super().__init__()
         self.base = base
-        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device,
-                                               dtype=base.weight.dtype))
-        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device,
-                                               dtype=base.weight.dtype))
-        # A as nn.Linear's own init (Kaiming uniform), B zero: the update starts at nothing.
-        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+        options = dict(device=base.weight.device, dtype=base.weight.dtype)
+        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, **options))
+        self.lora_b = nn.Parameter(torch.empty(base.out_features, rank, **options))
+        INIT_METHODS[init_a](self.lora_a)
+        INIT_METHODS[init_b](self.lora_b)
         self.scale = alpha / rank
         self.dropout = nn.Dropout(dropout)
 
@@ -59,16 +64,21 @@ class LoraLinear(nn.Module):
 
 def add_lora(model: nn.Module, *, rank: int, alpha: float, dropout: float = 0.0,
              target_modules: Sequence[str] = ("attention_qkv",),
-             layer_selection: Iterable[int] | None = None) -> list[str]:
+             layer_selection: Iterable[int] | None = None,
+             init_a: str = "xavier", init_b: str = "zero") -> list[str]:
     """Put adapters on the target layers of every transformer layer (or of those numbered in
     layer_selection, from 1, per stack as NeMo counts them) and freeze everything else.
-    Returns the names of the adapted layers."""
+    init_a / init_b name the matrices' initialisations (INIT_METHODS). Returns the names of
+    the adapted layers."""
     unknown = set(target_modules) - set(LORA_TARGETS)
     if unknown or not target_modules:
         raise ValueError(f"LoRA target_modules {sorted(unknown) or list(target_modules)} not among "
                          f"{sorted(LORA_TARGETS)}")
     if rank < 1:
         raise ValueError(f"LoRA's rank (adapter_dim) must be >= 1, got {rank}")
+    for init in (init_a, init_b):
+        if init not in INIT_METHODS:
+            raise ValueError(f"LoRA init method {init!r} is not one of {sorted(INIT_METHODS)}")
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     selected = None if layer_selection is None else set(layer_selection)
@@ -86,7 +96,7 @@ def add_lora(model: nn.Module, *, rank: int, alpha: float, dropout: float = 0.0,
     if not targets:
         raise ValueError(f"LoRA found no layer to adapt (layer_selection={layer_selection})")
     for owner, attribute, _ in targets:
-        setattr(owner, attribute, LoraLinear(getattr(owner, attribute), rank, alpha, dropout))
+        setattr(owner, attribute, LoraLinear(getattr(owner, attribute), rank, alpha, dropout, init_a, init_b))
     return [name for _, _, name in targets]
 
 

@@ -1,5 +1,6 @@
 """Fine-tuning data: template rendering and truncation, the loss on the answer only, packed
-examples that do not see each other (equal to running them one by one), T5 pairs, bad records."""
+examples that do not see each other (equal to running them one by one), T5 pairs, bad records,
+files read into examples, and passes over them in a seeded order."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from megatron_lite.data.sft import (
     Example,
     GPTSFTDataset,
     PromptTemplate,
+    RepeatedSamples,
     T5SFTDataset,
+    read_examples,
     read_records,
     tokenize_example,
 )
@@ -102,3 +105,35 @@ def test_bad_templates_are_refused(options, message):
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl does not exist"):
         read_records(tmp_path / "nope.jsonl", PromptTemplate())
+
+
+def test_answer_only_loss_off_predicts_the_context_too():
+    sample = GPTSFTDataset([Example([5, 6, 7], [8, 1])], max_seq_length=8, pad_id=0, pack=False,
+                           answer_only_loss=False)[0]
+    assert sample["loss_mask"].tolist() == [1, 1, 1, 1, 0, 0, 0, 0]  # every token after the first
+
+
+def test_examples_of_files_name_the_line_that_cannot_fit(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"input": "ab", "output": "c"}\n{"input": "a", "output": "xxxxxxxxxx"}\n')
+    template = PromptTemplate()
+    examples = read_examples([path, path], TOKENIZER, template, 13, min_seq_length=6)
+    assert len(examples) == 2  # the second record (13 tokens) of each file; the first has 5
+    with pytest.raises(ValueError, match=r"data.jsonl:2: the record's answer and template leave no room"):
+        read_examples([path], TOKENIZER, template, 11)
+    # T5: the length bounds the context; an answer longer than the decoder's is named.
+    with pytest.raises(ValueError, match=r"data.jsonl:2: the answer's 11 tokens \(eos included\) exceed the "
+                                         "decoder's 8"):
+        read_examples([path], TOKENIZER, template, 4, max_answer_length=8)
+    with pytest.raises(ValueError, match="no example holds min_seq_length=50 tokens"):
+        read_examples([path], TOKENIZER, template, 64, min_seq_length=50)
+
+
+def test_repeated_samples_take_every_sample_once_per_pass_in_a_seeded_order():
+    base = [{"tokens": torch.tensor([i])} for i in range(5)]
+    samples = RepeatedSamples(base, 12, seed=3, shuffle=True)
+    seen = [int(samples[i]["tokens"]) for i in range(12)]
+    assert sorted(seen[:5]) == sorted(seen[5:10]) == list(range(5)) and seen[:5] != seen[5:10]
+    assert seen == [int(RepeatedSamples(base, 12, seed=3, shuffle=True)[i]["tokens"]) for i in range(12)]
+    in_order = RepeatedSamples(base, 7, seed=3, shuffle=False)
+    assert [int(in_order[i]["tokens"]) for i in range(7)] == [0, 1, 2, 3, 4, 0, 1]

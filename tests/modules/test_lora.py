@@ -68,3 +68,19 @@ def test_layer_selection_and_t5_cross_attention():
 def test_bad_settings_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
         add_lora(GPTModel(config(), VOCAB), **options)
+
+
+def test_nemos_init_methods():
+    torch.manual_seed(0)
+    tokens = torch.randint(0, VOCAB, (2, 8))
+    model = GPTModel(config(), VOCAB)
+    before = model(tokens).detach()
+    add_lora(model, rank=4, alpha=4.0, init_a="zero", init_b="normal")
+    torch.testing.assert_close(model(tokens), before, rtol=0, atol=0)  # A at zero: no update yet
+    layer = model.decoder.layers[0].attention.linear_qkv
+    assert layer.lora_a.abs().sum() == 0 and 0.1 < layer.lora_b.std() < 0.3  # N(0, 0.2)
+    other = GPTModel(config(), VOCAB)
+    add_lora(other, rank=4, alpha=4.0, init_a="xavier", init_b="normal")
+    assert not torch.allclose(other(tokens), before)
+    with pytest.raises(ValueError, match="init method 'kaiming' is not one of"):
+        add_lora(GPTModel(config(), VOCAB), rank=4, alpha=4.0, init_a="kaiming")

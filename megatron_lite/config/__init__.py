@@ -20,11 +20,14 @@ from omegaconf import OmegaConf
 from megatron_lite.config.compose import run_config, schema_of
 from megatron_lite.config.data import DataConfig, GPTDataConfig, T5DataConfig, TokenizerConfig
 from megatron_lite.config.exp_manager import CheckpointCallbackParams, ExpManagerConfig
+from megatron_lite.config.finetuning import GPTSFTConfig, GPTSFTModelConfig, T5SFTConfig, T5SFTModelConfig
 from megatron_lite.config.gpt import GPTConfig
 from megatron_lite.config.model import GPTModelConfig, ModelCommonConfig
 from megatron_lite.config.optim import OptimConfig, SchedConfig
+from megatron_lite.config.peft import LoraTuningConfig, PeftConfig
 from megatron_lite.config.resolvers import register_nemo_resolvers
 from megatron_lite.config.run import InferenceConfig, RunConfig
+from megatron_lite.config.sft import GPTSFTDataConfig, SFTDatasetConfig, T5SFTDataConfig, T5SFTDatasetConfig
 from megatron_lite.config.t5 import T5Config, T5ModelConfig, T5StackConfig
 from megatron_lite.config.trainer import TrainerConfig
 from megatron_lite.config.transformer import TransformerConfig
@@ -33,6 +36,8 @@ from megatron_lite.config.transformer import TransformerConfig
 SCHEMAS: dict[str, type[RunConfig]] = {
     "megatron_gpt_schema": GPTConfig,
     "megatron_t5_schema": T5Config,
+    "megatron_gpt_sft_schema": GPTSFTConfig,
+    "megatron_t5_sft_schema": T5SFTConfig,
 }
 # megatron_model_base_config.yaml (one T5 stack) names this one, so that it is typed on its own too.
 STACK_SCHEMA_NAME = "megatron_model_base_schema"
@@ -92,14 +97,24 @@ __all__ = [
     "GPTConfig",
     "GPTDataConfig",
     "GPTModelConfig",
+    "GPTSFTConfig",
+    "GPTSFTDataConfig",
+    "GPTSFTModelConfig",
     "InferenceConfig",
+    "LoraTuningConfig",
     "ModelCommonConfig",
     "OptimConfig",
+    "PeftConfig",
     "RunConfig",
+    "SFTDatasetConfig",
     "SchedConfig",
     "T5Config",
     "T5DataConfig",
     "T5ModelConfig",
+    "T5SFTConfig",
+    "T5SFTDataConfig",
+    "T5SFTDatasetConfig",
+    "T5SFTModelConfig",
     "T5StackConfig",
     "TokenizerConfig",
     "TrainerConfig",

@@ -20,6 +20,7 @@ from omegaconf.errors import (
     ValidationError,
 )
 
+from megatron_lite.config.finetuning import GPTSFTConfig, T5SFTConfig
 from megatron_lite.config.gpt import GPTConfig
 from megatron_lite.config.resolvers import register_nemo_resolvers
 from megatron_lite.config.run import RunConfig
@@ -27,11 +28,16 @@ from megatron_lite.config.t5 import T5Config
 
 
 def schema_of(values: dict[str, Any]) -> type[RunConfig]:
-    """T5 when the model section has the encoder / decoder stacks, else GPT."""
+    """T5 when the model section has the encoder / decoder stacks, else GPT; their fine-tuning
+    schemas when the data section has NeMo's SFT splits (train_ds)."""
     model = values.get("model")
-    if isinstance(model, dict) and ("encoder" in model or "decoder" in model):
-        return T5Config
-    return GPTConfig
+    if not isinstance(model, dict):
+        return GPTConfig
+    t5 = "encoder" in model or "decoder" in model
+    data = model.get("data")
+    if isinstance(data, dict) and "train_ds" in data:
+        return T5SFTConfig if t5 else GPTSFTConfig
+    return T5Config if t5 else GPTConfig
 
 
 def run_config(values: dict[str, Any], schema: type[RunConfig] | None = None) -> RunConfig:

@@ -69,6 +69,10 @@ class DataConfig(NeMoDataKeys):
         require_at_least(self, "model.data.", 0, "num_workers")
         self._check_data_prefix()
 
+    def loader_workers(self) -> tuple[int, int]:
+        """Worker processes of the train and the validation loader."""
+        return self.num_workers, self.num_workers
+
     def _check_data_prefix(self) -> None:
         prefix = self.data_prefix
         if isinstance(prefix, dict):

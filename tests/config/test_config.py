@@ -21,8 +21,10 @@ def test_every_primary_yaml_composes_and_validates(path: Path):
     cfg = compose_raw(config_name=path.stem)
     # Only user-supplied paths may be left open ('???'); fill them and build the dataclasses.
     for key in OmegaConf.missing_keys(cfg):
-        assert key.endswith(("data_prefix", "tokenizer.model")), key
-        OmegaConf.update(cfg, key, ["/data/x"] if key.endswith("data_prefix") else "/data/tok.model")
+        assert key.endswith(("data_prefix", "file_names", "tokenizer.model")), key
+        OmegaConf.update(cfg, key, "/data/tok.model" if key.endswith("tokenizer.model") else ["/data/x"])
+    if "train_ds" in cfg.get("model", {}).get("data", {}):  # fine-tuning starts from a checkpoint
+        cfg.restore_from_path = "/runs/base.ckpt"
     obj = OmegaConf.to_object(cfg)
     assert dataclasses.is_dataclass(obj)
 

@@ -47,7 +47,7 @@ from megatron_lite.training.checkpointing import (
     MODEL_PREFIX,
     checkpoint_config,
     checkpoint_family,
-    model_state_dict,
+    checkpoint_weights,
     read_checkpoint,
 )
 from megatron_lite.training.families import family_named
@@ -203,9 +203,10 @@ def export_checkpoint_to_hf(checkpoint_path: str | Path, output: str | Path, *,
         raise ValueError(f"dtype {dtype!r} is not one of {sorted(EXPORT_DTYPES)}")
     checkpoint = read_checkpoint(checkpoint_path)
     cfg = checkpoint_config(checkpoint)
-    arch = _export_architecture(cfg, checkpoint_family(checkpoint).name, family)
+    arch = _export_architecture(cfg, checkpoint_family(checkpoint).model_name, family)
     vocab_size = checkpoint[VOCAB_KEY]
-    config, hf_state = arch.export_model(cfg.model, vocab_size, model_state_dict(checkpoint))
+    # A LoRA checkpoint's adapters merged into its base's weights.
+    config, hf_state = arch.export_model(cfg.model, vocab_size, checkpoint_weights(checkpoint))
     config.update(architectures=[arch.hf_class], model_type=arch.model_type, torch_dtype=dtype)
     tokenizer = None
     if has_tokenizer(cfg.model.tokenizer):

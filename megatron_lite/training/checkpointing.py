@@ -2,7 +2,9 @@
 
 A checkpoint is Lightning's dict (model, optimizer, scheduler and loop states, callback states)
 plus what MegatronLightningModule.on_save_checkpoint adds: the config it was made with, the
-model family, the padded vocabulary size and the consumed samples.
+model family, the padded vocabulary size and the consumed samples. A LoRA run's checkpoints
+hold the adapters in place of the frozen weights (training/adapters.py); reading one as a model
+merges them into the weights of its restore_from_path.
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
 from megatron_lite.config import RunConfig, config_from_dict
+from megatron_lite.modules.lora import merge_lora
+from megatron_lite.training.adapters import (
+    FROZEN_CHECKSUM_KEY,
+    add_adapters,
+    check_frozen_weights,
+    lora_settings,
+)
 from megatron_lite.training.families import family_named, family_of_model
 from megatron_lite.training.family import ModelFamily
 from megatron_lite.training.files import atomic_file
@@ -112,10 +121,10 @@ def check_structure(model: nn.Module, checkpoint: dict[str, Any], source: str) -
     """Refuse a checkpoint whose family or architecture differs from `model`'s, listing every
     difference (rather than letting load_state_dict fail on the first mismatched shape)."""
     family, saved_family = family_of_model(model), checkpoint_family(checkpoint)
-    if saved_family is not family:
+    if saved_family.model_name != family.model_name:
         raise ValueError(
-            f"{source}: the checkpoint holds a {saved_family.name} model, this config builds a "
-            f"{family.name} model"
+            f"{source}: the checkpoint holds a {saved_family.model_name} model, this config builds a "
+            f"{family.model_name} model"
         )
     saved = family.architecture(checkpoint_config(checkpoint).model, checkpoint[VOCAB_KEY])
     wanted = family.architecture(model.cfg, model.vocab_size)
@@ -138,15 +147,53 @@ def check_structure(model: nn.Module, checkpoint: dict[str, Any], source: str) -
 
 def restore_weights(model: nn.Module, path: str | Path) -> None:
     """Load a checkpoint's weights into `model` (restore_from_path)."""
-    checkpoint = read_checkpoint(path)
-    check_structure(model, checkpoint, f"restore_from_path={path}")
-    model.load_state_dict(model_state_dict(checkpoint), strict=True)
+    restore_checkpoint_weights(model, read_checkpoint(path), f"restore_from_path={path}")
+
+
+def restore_checkpoint_weights(model: nn.Module, checkpoint: dict[str, Any], source: str) -> None:
+    """Load the weights of a checkpoint already read into `model`; a LoRA checkpoint gives its
+    base's weights with its adapters merged."""
+    check_structure(model, checkpoint, source)
+    model.load_state_dict(checkpoint_weights(checkpoint), strict=True)
+
+
+def checkpoint_weights(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Every weight of the checkpoint's model: those it holds, or for a LoRA checkpoint (which
+    holds the adapters only) its base's with the adapters merged."""
+    if FROZEN_CHECKSUM_KEY not in checkpoint:
+        return model_state_dict(checkpoint)
+    return checkpoint_model(checkpoint)[0].state_dict()
+
+
+def checkpoint_model(checkpoint: dict[str, Any]) -> tuple[nn.Module, RunConfig]:
+    """The model of a checkpoint, built from the config it holds, with its weights; a LoRA
+    checkpoint's adapters are added to the weights of its restore_from_path and merged."""
+    cfg = checkpoint_config(checkpoint)
+    model = checkpoint_family(checkpoint).model_type(cfg.model, checkpoint[VOCAB_KEY])
+    if FROZEN_CHECKSUM_KEY not in checkpoint:
+        model.load_state_dict(model_state_dict(checkpoint), strict=True)
+        return model, cfg
+    source = f"the LoRA checkpoint's base model, restore_from_path={cfg.restore_from_path}"
+    try:
+        base = read_checkpoint(cfg.restore_from_path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{source}, is not found: a LoRA checkpoint holds the adapters "
+                                "only, and its base model must stay at that path") from None
+    restore_checkpoint_weights(model, base, source)
+    add_adapters(model, lora_settings(cfg))
+    check_frozen_weights(model, checkpoint, source)
+    result = model.load_state_dict(model_state_dict(checkpoint), strict=False)
+    trained = {name for name, param in model.named_parameters() if param.requires_grad}
+    missing = sorted(trained & set(result.missing_keys))
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{source}: the checkpoint's tensors are not the adapters of its "
+                         f"model.peft.* (missing: {missing}, unexpected: {result.unexpected_keys})")
+    merge_lora(model)
+    return model, cfg
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, RunConfig]:
-    """The model of a checkpoint, built from the config it holds (for generation)."""
-    checkpoint = read_checkpoint(path)
-    cfg = checkpoint_config(checkpoint)
-    model = checkpoint_family(checkpoint).model_type(cfg.model, checkpoint[VOCAB_KEY])
-    model.load_state_dict(model_state_dict(checkpoint), strict=True)
+    """The model of a checkpoint with its weights (LoRA adapters merged) and its config (for
+    generation, evaluation and export)."""
+    model, cfg = checkpoint_model(read_checkpoint(path))
     return model.eval(), cfg

@@ -83,7 +83,7 @@ class MegatronDataModule(pl.LightningDataModule):
         self.train_dataset = train_dataset
         self.valid_dataset = valid_dataset
 
-    def _loader(self, dataset: Dataset, consumed_samples: int) -> DataLoader:
+    def _loader(self, dataset: Dataset, consumed_samples: int, num_workers: int) -> DataLoader:
         sampler = MegatronPretrainingSampler(
             total_samples=len(dataset),
             consumed_samples=consumed_samples,
@@ -91,7 +91,6 @@ class MegatronDataModule(pl.LightningDataModule):
             data_parallel_rank=self.trainer.global_rank,
             data_parallel_size=self.trainer.world_size,
         )
-        num_workers = self.cfg.model.data.num_workers
         return ResumableDataLoader(
             dataset,
             batch_sampler=sampler,
@@ -104,7 +103,8 @@ class MegatronDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, self.trainer.lightning_module.consumed_samples)
+        return self._loader(self.train_dataset, self.trainer.lightning_module.consumed_samples,
+                            self.cfg.model.data.loader_workers()[0])
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.valid_dataset, 0)
+        return self._loader(self.valid_dataset, 0, self.cfg.model.data.loader_workers()[1])

@@ -7,19 +7,23 @@ from torch import nn
 from megatron_lite.config import RunConfig
 from megatron_lite.training.family import ModelFamily
 from megatron_lite.training.gpt import GPT
+from megatron_lite.training.sft import GPT_SFT, T5_SFT
 from megatron_lite.training.t5 import T5
 
-FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (GPT, T5)}
+# Pretraining first: family_of_model names a model by its pretraining family.
+FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (GPT, T5, GPT_SFT, T5_SFT)}
 
 
 def family_of(cfg: RunConfig) -> ModelFamily:
+    # The exact type: a fine-tuning config is also its pretraining family's config.
     for family in FAMILIES.values():
-        if isinstance(cfg, family.config_type):
+        if type(cfg) is family.config_type:
             return family
     raise ValueError(f"no model family has the config type {type(cfg).__name__}")
 
 
 def family_of_model(model: nn.Module) -> ModelFamily:
+    """The pretraining family of a model (its architecture and model_name)."""
     for family in FAMILIES.values():
         if isinstance(model, family.model_type):
             return family

@@ -2,7 +2,8 @@
 
 The training loop, checkpoints, logging and the run itself are shared; a family contributes its
 config schema, its model class and the handful of functions below. No class hierarchy: GPT and
-T5 are two `ModelFamily` values (training/gpt.py, training/t5.py), looked up in
+T5 pretraining are two `ModelFamily` values (training/gpt.py, training/t5.py), their fine-tuning
+two more (training/sft.py: the same models and losses, SFT datasets), looked up in
 training/families.py by the type of the config or of the model.
 """
 
@@ -24,7 +25,9 @@ from megatron_lite.tokenizers import Tokenizer
 
 @dataclass(frozen=True)
 class ModelFamily:
-    name: str  # stored in checkpoints
+    name: str  # stored in checkpoints: it picks the schema their config is read with
+    # What the weights are: pretraining and fine-tuning families of one model share it.
+    model_name: str
     config_type: type[RunConfig]
     model_type: type[nn.Module]  # built as model_type(cfg.model, padded_vocab_size)
     # (train, valid) datasets for the whole run.

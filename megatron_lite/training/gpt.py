@@ -53,10 +53,15 @@ def loss(model: GPTModel, batch: dict[str, torch.Tensor], cfg: GPTConfig) -> tor
 
 
 def flops_per_sample(model: GPTModel, cfg: GPTConfig) -> float:
-    """Megatron / PaLM style: 6 x (weights used in matmuls, output layer included) per token +
-    12 x layers x attention width x sequence per token (scores and weighted values, no causal
-    discount). Activation recomputation is not counted: these are *model* FLOPs."""
-    model_cfg, seq = model.cfg, cfg.model.encoder_seq_length
+    return flops_per_sequence(model, cfg.model.encoder_seq_length)
+
+
+def flops_per_sequence(model: GPTModel, seq: int) -> float:
+    """Megatron / PaLM style, for a sample of `seq` tokens: 6 x (weights used in matmuls, output
+    layer included) per token + 12 x layers x attention width x sequence per token (scores and
+    weighted values, no causal discount). Activation recomputation is not counted: these are
+    *model* FLOPs."""
+    model_cfg = model.cfg
     weights = linear_weights(model)
     if model.output_layer is None:  # tied: the embedding table is also the output matmul
         weights += model.embedding.word_embeddings.weight.numel()
@@ -92,6 +97,7 @@ def generate(model: GPTModel, tokenizer: Tokenizer, options: InferenceConfig, se
 
 GPT = ModelFamily(
     name="gpt",
+    model_name="gpt",
     config_type=GPTConfig,
     model_type=GPTModel,
     build_datasets=build_datasets,

@@ -11,6 +11,7 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 from pytorch_lightning.utilities import rank_zero_warn
 
 from megatron_lite.config import RunConfig, config_to_dict
+from megatron_lite.training.adapters import drop_frozen_weights, restore_frozen_weights
 from megatron_lite.training.errors import NonFiniteError
 from megatron_lite.training.families import family_of
 from megatron_lite.training.non_finite import agreed_non_finite, describe, drop_gradients
@@ -115,9 +116,11 @@ class MegatronLightningModule(pl.LightningModule):
         checkpoint[VOCAB_KEY] = self.model.vocab_size
         checkpoint[CONSUMED_KEY] = self.consumed_samples
         checkpoint[SKIPPED_KEY] = self.skipped_steps
+        drop_frozen_weights(self, checkpoint)  # a LoRA run saves its adapters only
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.init_consumed_samples = checkpoint[CONSUMED_KEY]
         self.init_global_step = checkpoint["global_step"]
         # Checkpoints written before skipped steps were counted have none.
         self.skipped_steps = checkpoint.get(SKIPPED_KEY, 0)
+        restore_frozen_weights(self, checkpoint)

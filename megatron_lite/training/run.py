@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_only
@@ -11,7 +12,13 @@ from torch import nn
 
 from megatron_lite.config import RunConfig
 from megatron_lite.tokenizers import Tokenizer, build_tokenizer, pad_vocab_size
-from megatron_lite.training.checkpointing import check_structure, read_checkpoint, restore_weights
+from megatron_lite.training.adapters import add_adapters, check_same_adapters, lora_settings
+from megatron_lite.training.checkpointing import (
+    check_structure,
+    checkpoint_config,
+    read_checkpoint,
+    restore_checkpoint_weights,
+)
 from megatron_lite.training.data import MegatronDataModule
 from megatron_lite.training.exp_manager import check_run_folder, prepare_run, save_config
 from megatron_lite.training.families import family_of
@@ -57,11 +64,62 @@ def report_nemo_settings(cfg: RunConfig) -> None:
 
 
 def checkpoint_bytes(cfg: RunConfig, model: nn.Module) -> int | None:
-    """About the size of one checkpoint: the weights and AdamW's two moments (None: no
+    """About the size of one checkpoint: the trained weights and AdamW's two moments (None: no
     checkpoints are written)."""
     if not cfg.exp_manager.create_checkpoint_callback:
         return None
-    return 3 * sum(param.numel() * param.element_size() for param in model.parameters())
+    return 3 * sum(param.numel() * param.element_size() for param in model.parameters()
+                   if param.requires_grad)
+
+
+def load_starting_weights(model: nn.Module, cfg: RunConfig, resume_from: Path | None,
+                          tokenizer: Tokenizer) -> None:
+    """The weights the run starts from, and its adapters. A new run takes restore_from_path's
+    weights (if set); a resumed run's come with its checkpoint, which Lightning loads later,
+    except a LoRA run's frozen ones: its checkpoints hold the adapters only, and the base
+    comes from restore_from_path again (training/adapters.py)."""
+    lora = lora_settings(cfg)
+    if resume_from is not None:
+        checkpoint, source = read_checkpoint(resume_from, mmap=True), f"resuming from {resume_from}"
+        check_same_adapters(cfg, checkpoint_config(checkpoint), source)
+        if lora is not None:
+            restore_from_path(model, cfg, tokenizer)
+            add_adapters(model, lora)
+        check_structure(model, checkpoint, source)
+        return
+    if cfg.restore_from_path is not None:
+        restore_from_path(model, cfg, tokenizer)
+    if lora is not None:
+        add_adapters(model, lora)
+
+
+def restore_from_path(model: nn.Module, cfg: RunConfig, tokenizer: Tokenizer) -> None:
+    source = f"restore_from_path={cfg.restore_from_path}"
+    checkpoint = read_checkpoint(cfg.restore_from_path)
+    restore_checkpoint_weights(model, checkpoint, source)
+    check_same_vocabulary(tokenizer, checkpoint, source)
+
+
+def check_same_vocabulary(tokenizer: Tokenizer, checkpoint: dict, source: str) -> None:
+    """The run's tokenizer must be the restored model's: the same token for every id (a
+    tokenizer of another vocabulary but the same size would go unnoticed by the weights'
+    shapes). A checkpoint whose tokenizer cannot be read is not compared (a warning says so)."""
+    try:
+        saved = build_tokenizer_from_config(checkpoint_config(checkpoint))
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        logger.warning("%s: the restored model's tokenizer was not compared with model.tokenizer.* "
+                       "(%s)", source, error)
+        return
+    if saved.vocab_size != tokenizer.vocab_size:
+        raise ValueError(f"{source}: model.tokenizer.* has {tokenizer.vocab_size} tokens, the "
+                         f"restored model's tokenizer {saved.vocab_size}: name the tokenizer the model "
+                         "was trained with")
+    ids = range(tokenizer.vocab_size)
+    for token_id, (ours, theirs) in enumerate(zip(tokenizer.ids_to_tokens(ids), saved.ids_to_tokens(ids))):
+        if ours != theirs:
+            raise ValueError(f"{source}: model.tokenizer.* is not the restored model's tokenizer: token "
+                             f"{token_id} is {ours!r} here, {theirs!r} there; name the tokenizer the "
+                             "model was trained with")
 
 
 def train(cfg: RunConfig, callbacks: Sequence[pl.Callback] = ()) -> MegatronLightningModule:
@@ -83,18 +141,15 @@ def train(cfg: RunConfig, callbacks: Sequence[pl.Callback] = ()) -> MegatronLigh
     for dataset in (train_dataset, valid_dataset):
         dataset[0]  # noqa: B018 - read for the dataset's own checks
     module = MegatronLightningModule(cfg, vocab_size)
-    if run.resume_from is not None:
-        check_structure(module.model, read_checkpoint(run.resume_from, mmap=True),
-                        f"resuming from {run.resume_from}")
-    elif cfg.restore_from_path is not None:
-        # Only for a new run: a resumed one has its own, newer weights in its checkpoint.
-        restore_weights(module.model, cfg.restore_from_path)
-    check_run_folder(run, checkpoint_bytes(cfg, module.model))
     batch = cfg.model.global_batch_size
+    # The model's FLOPs, before any adapters (whose few FLOPs are not counted) are added.
+    flops_per_step = batch * family.flops_per_sample(module.model, cfg)
+    load_starting_weights(module.model, cfg, run.resume_from, tokenizer)
+    check_run_folder(run, checkpoint_bytes(cfg, module.model))
     trainer = build_trainer(
         cfg, run,
         tokens_per_step=batch * family.tokens_per_sample(cfg),
-        flops_per_step=batch * family.flops_per_sample(module.model, cfg),
+        flops_per_step=flops_per_step,
         callbacks=callbacks,
     )
     if trainer.is_global_zero:

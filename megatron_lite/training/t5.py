@@ -58,12 +58,16 @@ def tokens_per_sample(cfg: T5Config) -> int:
 
 
 def flops_per_sample(model: T5Model, cfg: T5Config) -> float:
-    """Model FLOPs of forward + backward, counted as for GPT (6 per weight and token a matmul
-    applies it to, 12 x heads x head dim per query-key pair and layer, padding included, no
-    causal discount): encoder weights on encoder tokens, decoder weights and the output layer on
-    decoder tokens, except cross-attention's key/value projection, which reads encoder tokens."""
-    enc_len, dec_len = cfg.model.seq_length, cfg.model.data.seq_length_dec
-    enc, dec = cfg.model.encoder, cfg.model.decoder
+    return flops_per_pair(model, cfg.model.seq_length, cfg.model.data.seq_length_dec)
+
+
+def flops_per_pair(model: T5Model, enc_len: int, dec_len: int) -> float:
+    """Model FLOPs of forward + backward for encoder and decoder lengths, counted as for GPT (6
+    per weight and token a matmul applies it to, 12 x heads x head dim per query-key pair and
+    layer, padding included, no causal discount): encoder weights on encoder tokens, decoder
+    weights and the output layer on decoder tokens, except cross-attention's key/value
+    projection, which reads encoder tokens."""
+    enc, dec = model.cfg.encoder, model.cfg.decoder
     cross_kv = sum(layer.cross_attention.linear_kv.weight.numel() for layer in model.decoder.block.layers)
     output_layer = model.vocab_size * enc.hidden_size  # the tied table or the separate layer
     matmul = (linear_weights(model.encoder) * enc_len + cross_kv * enc_len
@@ -105,6 +109,7 @@ def generate(model: T5Model, tokenizer: Tokenizer, options: InferenceConfig, see
 
 T5 = ModelFamily(
     name="t5",
+    model_name="t5",
     config_type=T5Config,
     model_type=T5Model,
     build_datasets=build_datasets,

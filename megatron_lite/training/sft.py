@@ -12,7 +12,13 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from megatron_lite.config import GPTSFTConfig, SFTDatasetConfig, T5SFTConfig, T5SFTDatasetConfig
+from megatron_lite.config import (
+    GPTSFTConfig,
+    InferenceConfig,
+    SFTDatasetConfig,
+    T5SFTConfig,
+    T5SFTDatasetConfig,
+)
 from megatron_lite.data.sft import (
     GPTSFTDataset,
     PromptTemplate,
@@ -20,6 +26,7 @@ from megatron_lite.data.sft import (
     T5SFTDataset,
     read_examples,
 )
+from megatron_lite.generation import generate_seq2seq_text
 from megatron_lite.models import GPTModel, T5Model
 from megatron_lite.modules.cross_entropy import linear_cross_entropy
 from megatron_lite.tokenizers import Tokenizer
@@ -104,6 +111,15 @@ def gpt_flops_per_sample(model: GPTModel, cfg: GPTSFTConfig) -> float:
     return flops_per_sequence(model, cfg.model.data.train_ds.max_seq_length)
 
 
+def t5_generate(model: T5Model, tokenizer: Tokenizer, options: InferenceConfig, seed: int) -> str:
+    """The decoder's answer to the prompt (pretraining's sample also fills in sentinels)."""
+    output, _ = generate_seq2seq_text(
+        model, tokenizer, options.prompt, options.tokens_to_generate, greedy=options.greedy,
+        top_k=options.top_k, top_p=options.top_p, temperature=options.temperature, seed=seed,
+    )
+    return output
+
+
 def t5_tokens_per_sample(cfg: T5SFTConfig) -> int:
     train = cfg.model.data.train_ds
     return train.max_seq_length + train.target_length
@@ -137,5 +153,5 @@ T5_SFT = ModelFamily(
     tokens_per_sample=t5_tokens_per_sample,
     flops_per_sample=t5_flops_per_sample,
     architecture=T5.architecture,
-    generate=T5.generate,
+    generate=t5_generate,
 )

@@ -13,7 +13,8 @@ import torch
 
 from megatron_lite.interop import export_checkpoint_to_hf
 from megatron_lite.tokenizers import ByteTokenizer
-from megatron_lite.training import family_of, load_model, train
+from megatron_lite.models import GPTModel
+from megatron_lite.training import family_of, load_model, restore_weights, train
 from megatron_lite.training.checkpointing import model_state_dict, read_checkpoint
 from tests.gpt_testing import metric_by_step
 from tests.training.sft_testing import (
@@ -107,6 +108,9 @@ def test_lora_saves_the_adapters_only_and_exports_them_merged(trained_run, qa_fi
         export_checkpoint_to_hf(tmp_path / "lora" / "checkpoints" / "last.ckpt", tmp_path / "hf")
         exported, _ = load_model(tmp_path / "hf")  # read back through the converter
         torch.testing.assert_close(exported(tokens), adapted, rtol=1e-5, atol=1e-5)
+        restored = GPTModel(cfg.model, module.model.vocab_size)  # a new run from the LoRA checkpoint
+        restore_weights(restored, tmp_path / "lora" / "checkpoints" / "last.ckpt")
+        torch.testing.assert_close(restored.eval()(tokens), adapted, rtol=1e-5, atol=1e-5)
 
 
 def test_a_lora_run_resumes_exactly(trained_run, qa_files, tmp_path):

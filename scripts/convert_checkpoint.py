@@ -9,6 +9,8 @@
 or t5 (T5ForConditionalGeneration). Exporting, it defaults to t5 for a T5 checkpoint, llama for a
 rope GPT and gpt2 otherwise; importing, the folder's config.json says, and --family only checks
 it. What cannot be expressed on the other side is refused with the key named (docs/interop.md).
+A LoRA checkpoint (docs/finetuning.md) is exported with its adapters merged into the weights of
+its base model (its restore_from_path).
 restore_from_path, scripts/generate.py and scripts/eval.py also take a Hugging Face folder as it is.
 """
 

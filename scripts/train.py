@@ -1,9 +1,11 @@
 """Train a GPT or a T5: `python scripts/train.py --config-name=megatron_gpt_config [overrides]`
-(or `--config-name=megatron_t5_config`, or a NeMo 1.23 YAML with `--config-path`).
+(or `--config-name=megatron_t5_config`, or a NeMo 1.23 YAML with `--config-path`), or fine-tune
+one on jsonl files: `--config-name=megatron_gpt_sft_config` / `megatron_t5_finetuning_config`
+(docs/finetuning.md).
 
 Hydra composes conf/<config-name>.yaml (or one in --config-path) with the overrides; the library
-types it with the family's schema (T5 when the model section has encoder/decoder stacks) and
-takes it from there. As with NeMo's scripts, Hydra writes no folder of its own and logs to
+types it with the family's schema (T5 when the model section has encoder/decoder stacks; a
+fine-tuning schema when model.data has NeMo's train_ds) and takes it from there. As with NeMo's scripts, Hydra writes no folder of its own and logs to
 stdout. A user error (bad value, missing file, a run folder that would be overwritten, a
 non-finite loss) ends with one message and exit status 1; set HYDRA_FULL_ERROR=1 for the
 traceback.

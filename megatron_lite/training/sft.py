@@ -47,13 +47,13 @@ def validation_samples(cfg: GPTSFTConfig | T5SFTConfig, available: int) -> int:
     fraction of one pass), at most one pass over validation_ds, in whole global batches."""
     limit, batch = cfg.trainer.limit_val_batches, cfg.model.global_batch_size
     wanted = limit * batch if isinstance(limit, int) else int(limit * available)
+    if available < batch:
+        raise ValueError(f"model.data.validation_ds holds {available} samples, fewer than one global "
+                         f"batch (model.global_batch_size={batch}); validate on more examples")
     samples = min(wanted, available) // batch * batch
     if samples < batch:
-        raise ValueError(
-            f"model.data.validation_ds holds {available} samples, and trainer.limit_val_batches="
-            f"{limit} of them is less than one global batch (model.global_batch_size={batch}); "
-            "validate on more examples"
-        )
+        raise ValueError(f"trainer.limit_val_batches={limit} of the {available} validation samples is "
+                         f"less than one global batch (model.global_batch_size={batch})")
     return samples
 
 
@@ -68,14 +68,14 @@ def _run_datasets(cfg: GPTSFTConfig | T5SFTConfig, train: Dataset, valid: Datase
 
 
 def build_gpt_datasets(cfg: GPTSFTConfig, tokenizer: Tokenizer) -> tuple[Dataset, Dataset]:
+    # Padding is never predicted nor attended to: without a pad token, eod pads (as in NeMo).
+    pad_id = tokenizer.eod_id if tokenizer.pad_id is None else tokenizer.pad_id
+
     def split_dataset(split: SFTDatasetConfig) -> GPTSFTDataset:
         examples = read_examples(split.file_names, tokenizer, prompt_template(split), split.max_seq_length,
                                  min_seq_length=split.min_seq_length)
         return GPTSFTDataset(examples, split.max_seq_length, pad_id, pack=split.packed_sequence,
                              answer_only_loss=cfg.model.answer_only_loss)
-
-    # Padding is never predicted nor attended to: without a pad token, eod pads (as in NeMo).
-    pad_id = tokenizer.eod_id if tokenizer.pad_id is None else tokenizer.pad_id
 
     data = cfg.model.data
     return _run_datasets(cfg, split_dataset(data.train_ds), split_dataset(data.validation_ds))

@@ -59,5 +59,8 @@ def test_a_checkpoint_of_the_other_family_is_refused(t5_trained_run, files, tmp_
 def test_too_few_validation_examples_for_a_global_batch(trained_run, files, tmp_path):
     valid = write_jsonl(tmp_path / "few.jsonl", qa_records(1))  # 6 examples, global batch 8
     cfg = compose_sft(gpt_sft_overrides(files[0], valid, tmp_path / "run", base(trained_run)))
-    with pytest.raises(ValueError, match="validation_ds holds 6 samples, and trainer.limit_val_batches=1 of"):
+    with pytest.raises(ValueError, match=r"validation_ds holds 6 samples, fewer than one global batch \(model"):
+        train(cfg)
+    cfg = compose_sft(gpt_sft_overrides(*files, tmp_path / "run", base(trained_run), {"trainer.limit_val_batches": 0.5}))
+    with pytest.raises(ValueError, match="limit_val_batches=0.5 of the 12 validation samples is less than one"):
         train(cfg)

@@ -9,8 +9,9 @@ Semantics shared with `megatron_lite_kernels.flash_attention.flash_attn_func`:
   head h // (Hq // Hkv)); the output has q's shape and dtype.
 - causal: query i sees key j iff j <= i + Sk - Sq (aligned bottom-right, as FlashAttention >= 2.1).
 - key_padding_mask: bool [B, Sk] (True = a real token) or integer key lengths [B].
-- segment_ids: int [B, S] (self-attention, Sq == Sk): a query sees only keys of its own segment,
-  the document masking of packed samples.
+- segment_ids: int [B, S] (self-attention, Sq == Sk), or a pair (query ids [B, Sq], key ids
+  [B, Sk]): a query sees only keys of its own segment, the document masking of packed samples
+  (the pair: one part of a sequence attending to another, as context parallelism's steps do).
 - alibi_slopes: [Hq] or [B, Hq]; adds -slope * |i + Sk - Sq - j| to the scaled scores.
 - relative_bias: [Hq, 2W + 1]; adds relative_bias[h, clamp(j - (i + Sk - Sq), -W, W) + W] (T5's
   bucketed bias, looked up per distance; gradients flow to it).
@@ -42,7 +43,7 @@ def attention_mask(
     device: torch.device,
     causal: bool = False,
     key_padding_mask: torch.Tensor | None = None,
-    segment_ids: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor | None:
     """bool [B, 1, Sq, Sk], True where a query may attend to a key; None when all may."""
     visible = None
@@ -54,7 +55,8 @@ def attention_mask(
         keys = key_padding_to_bool(key_padding_mask, seqlen_k)[:, None, None, :]  # (B, 1, 1, Sk)
         visible = keys if visible is None else visible & keys
     if segment_ids is not None:
-        same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]  # (B, 1, S, S)
+        query_ids, key_ids = segment_ids if isinstance(segment_ids, tuple) else (segment_ids, segment_ids)
+        same = query_ids[:, None, :, None] == key_ids[:, None, None, :]  # (B, 1, Sq, Sk)
         visible = same if visible is None else visible & same
     if visible is None:
         return None
@@ -95,7 +97,7 @@ def attention_reference(
     dropout_mask: torch.Tensor | None = None,
     alibi_slopes: torch.Tensor | None = None,
     key_padding_mask: torch.Tensor | None = None,
-    segment_ids: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
     relative_bias: torch.Tensor | None = None,
     return_lse: bool = False,
 ):

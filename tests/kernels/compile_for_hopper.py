@@ -16,6 +16,8 @@ from megatron_lite_kernels.sm90_compile import FEATURES, compile_for_sm90, jit_f
 # Each feature on at least once, and the plain causal and non-causal kernels.
 FEATURE_SETS = [(), ("CAUSAL",), ("CAUSAL", "HAS_ALIBI", "HAS_SEGMENTS"),
                 ("HAS_REL_BIAS", "HAS_KEY_MASK"), ("CAUSAL", "HAS_REL_BIAS", "HAS_DROPOUT")]
+# HAS_SEGMENTS = 2: the queries' and the keys' segment ids apart (one row of Sq + Sk ids).
+SEGMENT_PAIRS = ("CAUSAL", "HAS_KEY_MASK", "HAS_SEGMENTS")
 
 
 def main() -> int:
@@ -32,8 +34,9 @@ def main() -> int:
 
     tiles = dict(HEAD_DIM=96, BLOCK_D=128, DOT_PRECISION="tf32", BLOCK_M=64, BLOCK_N=64)
     failures = []
-    for features in FEATURE_SETS:
+    for features, segment_layout in [(f, 1) for f in FEATURE_SETS] + [(SEGMENT_PAIRS, 2)]:
         flags = {name: name in features for name in FEATURES}
+        flags["HAS_SEGMENTS"] = segment_layout if flags["HAS_SEGMENTS"] else 0
         # The dk/dv kernel's tiles are wider in keys, as in its tuning table; the relative
         # bias's gradient kernel walks the same tiles without a causal mask (and rotates one),
         # square ones of its own with one.
@@ -45,7 +48,7 @@ def main() -> int:
             try:
                 compile_for_sm90(kernel, {**tiles, **flags, **extra})
             except Exception as error:  # report every failing variant, not just the first
-                failures.append(f"{jit_function(kernel).__name__} {features}: {error}")
+                failures.append(f"{jit_function(kernel).__name__} {flags}: {error}")
     for kernel, constexprs in ((bwd_delta_kernel, dict(HAS_DLSE=True, HEAD_DIM=96, BLOCK_D=128,
                                                        BLOCK_M=64)),
                                (dropout_mask_kernel, dict(BLOCK_M=32, BLOCK_N=32)),

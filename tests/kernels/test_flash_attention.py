@@ -126,6 +126,23 @@ def test_packed_documents_equal_separate_documents():
 
 
 @pytest.mark.parametrize("causal", [False, True])
+def test_query_and_key_segment_ids(poisoned_outputs, causal):
+    # One part of a packed sequence attending to another (context parallelism's ring steps):
+    # queries at positions 40..69 of the sequence against keys at 0..69.
+    q, k, v = qkv(2, 30, 70, 4, 2, 32)
+    segments = torch.tensor([[0] * 10 + [1] * 37 + [2] * 23, [3] * 50 + [4] * 20], device=DEVICE)
+    check_flash_attention(q, k, v, causal=causal, segment_ids=(segments[:, 40:], segments),
+                          dlse_weight=0.5)
+
+
+def test_segment_id_pairs_equal_one_tensor_in_self_attention():
+    q, k, v = qkv(1, 45, 45, 2, 2, 16)
+    segments = torch.repeat_interleave(torch.arange(3), torch.tensor([13, 20, 12]))[None].to(DEVICE)
+    torch.testing.assert_close(flash_attn_func(q, k, v, causal=True, segment_ids=(segments, segments)),
+                               flash_attn_func(q, k, v, causal=True, segment_ids=segments))
+
+
+@pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("per_batch_slopes", [False, True])
 def test_alibi(poisoned_outputs, causal, per_batch_slopes):
     heads = 4

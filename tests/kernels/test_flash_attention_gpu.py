@@ -53,6 +53,9 @@ def test_padding_and_documents():
     segments = torch.repeat_interleave(torch.arange(4, device="cuda"),
                                        torch.tensor([100, 900, 1000, 48], device="cuda"))
     check_flash_attention(q, k, v, segment_ids=segments.expand(3, -1), causal=True)
+    # Query and key ids apart: the last 512 queries against every key (a context-parallel step).
+    ids = segments.expand(3, -1)
+    check_flash_attention(q[:, -512:], k, v, segment_ids=(ids[:, -512:], ids), causal=True)
 
 
 def test_dropout():

@@ -18,8 +18,9 @@ Supported:
 - causal, aligned bottom-right when Sq != Sk (FlashAttention >= 2.1): query i sees key j iff
   j <= i + Sk - Sq.
 - key padding (bool [B, Sk], True = real key, or key lengths [B]) and packed-document masking
-  (segment ids [B, S], self-attention): a query row that sees no key gets zeros, lse = -inf and
-  zero gradients.
+  (segment ids [B, S] of a self-attention, or a pair of query ids [B, Sq] and key ids [B, Sk],
+  which the kernel reads from one [B, Sq + Sk] row): a query row that sees no key gets zeros,
+  lse = -inf and zero gradients.
 - ALiBi from per-head slopes ([Hq] or [B, Hq]): bias -slope * |i + Sk - Sq - j|, computed in the
   kernel (with causal masking this is the usual causal ALiBi up to a per-row constant).
 - Attention dropout from a counter-based RNG (Philox on (key, query, batch*head) counters and a

@@ -70,12 +70,24 @@ def check_inputs(q, k, v, alibi_slopes, relative_bias, key_padding_mask, segment
         if key_padding_mask.device != q.device:
             raise ValueError(f"flash_attn_func: key_padding_mask is on {key_padding_mask.device}, "
                              f"q on {q.device}")
-    if segment_ids is not None:
-        if seqlen_q != seqlen_k or tuple(segment_ids.shape) != (batch, seqlen_q):
+    if isinstance(segment_ids, tuple):
+        query_ids, key_ids = segment_ids
+        if tuple(query_ids.shape) != (batch, seqlen_q) or tuple(key_ids.shape) != (batch, seqlen_k):
             raise ValueError(
-                "flash_attn_func: segment_ids are for self-attention and must have shape "
-                f"[B, S] = [{batch}, {seqlen_q}] with Sq == Sk, got {tuple(segment_ids.shape)} "
-                f"for Sq={seqlen_q}, Sk={seqlen_k}")
+                "flash_attn_func: segment_ids as (query ids, key ids) must have shapes [B, Sq] = "
+                f"[{batch}, {seqlen_q}] and [B, Sk] = [{batch}, {seqlen_k}], got "
+                f"{tuple(query_ids.shape)} and {tuple(key_ids.shape)}")
+        if query_ids.dtype != key_ids.dtype or query_ids.device != key_ids.device:
+            raise ValueError(f"flash_attn_func: query and key segment ids must share one dtype and "
+                             f"device, got {query_ids.dtype} on {query_ids.device} and "
+                             f"{key_ids.dtype} on {key_ids.device}")
+        segment_ids = query_ids
+    elif segment_ids is not None and (seqlen_q != seqlen_k or tuple(segment_ids.shape) != (batch, seqlen_q)):
+        raise ValueError(
+            "flash_attn_func: one segment_ids tensor is for self-attention and must have shape "
+            f"[B, S] = [{batch}, {seqlen_q}] with Sq == Sk, got {tuple(segment_ids.shape)} "
+            f"for Sq={seqlen_q}, Sk={seqlen_k}; pass (query ids, key ids) otherwise")
+    if segment_ids is not None:
         if segment_ids.is_floating_point() or segment_ids.dtype == torch.bool:
             raise ValueError(f"flash_attn_func: segment_ids must be integers, got {segment_ids.dtype}")
         if segment_ids.device != q.device:

@@ -112,9 +112,12 @@ def bias_and_mask(
     if HAS_KEY_MASK:
         real_key = tl.load(key_mask_row + cols, mask=cols < seqlen_k, other=0)
         s = tl.where(real_key != 0, s, float("-inf"))
-    if HAS_SEGMENTS:
+    if HAS_SEGMENTS:  # 1: one id per position of a self-attention; 2: Sq query ids, then Sk key ids
+        key_segments = seg_row
+        if HAS_SEGMENTS == 2:
+            key_segments = seg_row + seqlen_q
         seg_q = tl.load(seg_row + rows, mask=rows < seqlen_q, other=-1)
-        seg_k = tl.load(seg_row + cols, mask=cols < seqlen_k, other=-2)
+        seg_k = tl.load(key_segments + cols, mask=cols < seqlen_k, other=-2)
         s = tl.where(seg_q == seg_k, s, float("-inf"))
     return s
 

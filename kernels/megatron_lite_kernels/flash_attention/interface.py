@@ -28,7 +28,7 @@ def flash_attn_func(
     dropout_p: float = 0.0,
     alibi_slopes: torch.Tensor | None = None,
     key_padding_mask: torch.Tensor | None = None,
-    segment_ids: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
     relative_bias: torch.Tensor | None = None,
     return_lse: bool = False,
     dropout_seed: int | torch.Tensor | None = None,
@@ -60,7 +60,9 @@ def flash_attn_func(
             positions = torch.arange(seqlen_k, device=q.device)
             key_padding_mask = positions[None, :] < key_padding_mask[:, None]
         key_mask = key_padding_mask.contiguous().view(torch.uint8)  # (B, Sk)
-    if segment_ids is not None:
+    if isinstance(segment_ids, tuple):  # the kernel reads the queries' ids, then the keys'
+        segment_ids = torch.cat(segment_ids, dim=1).to(torch.int32).contiguous()  # (B, Sq + Sk)
+    elif segment_ids is not None:
         segment_ids = segment_ids.to(torch.int32).contiguous()  # (B, S)
     if alibi_slopes is not None:
         alibi_slopes = alibi_slopes.to(torch.float32).contiguous()

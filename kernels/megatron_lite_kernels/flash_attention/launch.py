@@ -54,12 +54,20 @@ def _optional_args(q, k, alibi_slopes, relative_bias, key_mask, segment_ids, cau
     return pointers, strides, rel_scalars
 
 
+def segment_layout(segment_ids, q):
+    """HAS_SEGMENTS: 0 without segment ids, 1 for one id per position of a self-attention
+    ([B, S]), 2 for the queries' ids followed by the keys' ([B, Sq + Sk])."""
+    if segment_ids is None:
+        return 0
+    return 1 if segment_ids.shape[1] == q.shape[1] else 2
+
+
 def _common_meta(q, alibi_slopes, relative_bias, key_mask, segment_ids, causal, dropout_p):
     """The constexpr arguments every attention kernel takes."""
     head_dim = q.shape[-1]
     return dict(
         CAUSAL=causal, HAS_ALIBI=alibi_slopes is not None, HAS_REL_BIAS=relative_bias is not None,
-        HAS_KEY_MASK=key_mask is not None, HAS_SEGMENTS=segment_ids is not None,
+        HAS_KEY_MASK=key_mask is not None, HAS_SEGMENTS=segment_layout(segment_ids, q),
         HAS_DROPOUT=dropout_p > 0.0, HEAD_DIM=head_dim, BLOCK_D=head_block(head_dim),
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
     )

@@ -22,14 +22,12 @@ adds up locally, and dk, dv travel with their keys and values, arriving home aft
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from megatron_lite_kernels.attention_reference import attention_reference
-
-BlockForward = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+from megatron_lite_kernels.attention_reference import attention_mask, attention_reference
 
 
 def split_for_context_parallel(x: torch.Tensor, rank: int, world: int, dim: int = 1) -> torch.Tensor:
@@ -52,38 +50,60 @@ def gather_from_context_parallel(local: torch.Tensor, group: dist.ProcessGroup |
 
 
 # One step's attention, flash or PyTorch: (out [B, Sq, H, D], lse float32 [B, H, Sq]) forward,
-# and (dq, dk, dv) backward given the whole attention's out and lse.
+# and (dq, dk, dv) backward given the whole attention's out and lse. `masks` is a StepMasks.
 
 
-def _flash_forward(q, k, v, causal, scale):
+@dataclass
+class StepMasks:
+    """What masks one step beyond causality: the held keys' padding (bool [B, Sk], True = real)
+    and the segment ids of the step's queries and keys ([B, Sq], [B, Sk]); and its dropout
+    (probability and the step's seed, int64 [1] on the device)."""
+    key_padding_mask: torch.Tensor | None = None
+    segment_ids: tuple[torch.Tensor, torch.Tensor] | None = None
+    dropout_p: float = 0.0
+    seed: torch.Tensor | None = None
+
+    def kernel_args(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(key mask uint8 [B, Sk], segment ids int32 [B, Sq + Sk]) as the kernel ops take them."""
+        key_mask = None if self.key_padding_mask is None else self.key_padding_mask.contiguous().view(torch.uint8)
+        segments = None if self.segment_ids is None else torch.cat(self.segment_ids, 1).to(torch.int32).contiguous()
+        return key_mask, segments
+
+
+def _flash_forward(q, k, v, causal, scale, masks: StepMasks):
     from megatron_lite_kernels.flash_attention import flash_attn_forward_op
-    return flash_attn_forward_op(q, k, v, None, None, None, None, causal, scale, 0.0, None)
+    key_mask, segments = masks.kernel_args()
+    return flash_attn_forward_op(q, k, v, None, None, key_mask, segments, causal, scale,
+                                 masks.dropout_p, masks.seed)
 
 
-def _flash_backward(dout, q, k, v, out, lse, causal, scale):
+def _flash_backward(dout, q, k, v, out, lse, causal, scale, masks: StepMasks):
     from megatron_lite_kernels.flash_attention import flash_attn_backward_op
-    dq, dk, dv, _ = flash_attn_backward_op(dout, q, k, v, out, lse, None, None, None, None, None,
-                                           causal, scale, 0.0, None, False)
+    key_mask, segments = masks.kernel_args()
+    dq, dk, dv, _ = flash_attn_backward_op(dout, q, k, v, out, lse, None, None, None, key_mask, segments,
+                                           causal, scale, masks.dropout_p, masks.seed, False)
     return dq, dk, dv
 
 
-def _reference_forward(q, k, v, causal, scale):
-    out, lse = attention_reference(q, k, v, causal=causal, softmax_scale=scale, return_lse=True)
+def _reference_forward(q, k, v, causal, scale, masks: StepMasks):
+    out, lse = attention_reference(q, k, v, causal=causal, softmax_scale=scale, return_lse=True,
+                                   key_padding_mask=masks.key_padding_mask, segment_ids=masks.segment_ids)
     return out, lse.float()
 
 
-def _reference_backward(dout, q, k, v, out, lse, causal, scale):
+def _reference_backward(dout, q, k, v, out, lse, causal, scale, masks: StepMasks):
     """The kernel's backward written out in float32: p from the whole attention's lse."""
     group = q.shape[2] // k.shape[2]
     qf, kf, vf = (x.float().transpose(1, 2) for x in (q, k, v))  # (B, H, S, D)
     kf, vf = kf.repeat_interleave(group, 1), vf.repeat_interleave(group, 1)
     dof, outf = dout.float().transpose(1, 2), out.float().transpose(1, 2)
     scores = qf @ kf.transpose(-1, -2) * scale  # (B, H, Sq, Sk)
-    if causal:
-        sq, sk = scores.shape[-2:]
-        visible = torch.ones(sq, sk, dtype=torch.bool, device=q.device).tril(sk - sq)
+    visible = attention_mask(q.shape[0], q.shape[1], k.shape[1], device=q.device, causal=causal,
+                             key_padding_mask=masks.key_padding_mask, segment_ids=masks.segment_ids)
+    if visible is not None:
         scores = scores.masked_fill(~visible, float("-inf"))
-    p = torch.exp(scores - lse[..., None])  # (B, H, Sq, Sk)
+    # Rows that see no key in the whole sequence have lse = -inf: p = 0, not exp(nan).
+    p = torch.exp(scores - torch.where(torch.isneginf(lse), 0.0, lse)[..., None])  # (B, H, Sq, Sk)
     dv = p.transpose(-1, -2) @ dof
     dp = dof @ vf.transpose(-1, -2)
     ds = p * (dp - (dof * outf).sum(-1, keepdim=True)) * scale
@@ -139,9 +159,42 @@ class _RingExchange:
         return self.received
 
 
+@dataclass
+class _RingMasks:
+    """Every rank's key padding and segment ids (all-gathered once: [P, B, 2L] each, small next
+    to the keys), this rank's query segment ids, and the dropout of the whole attention."""
+    key_padding: torch.Tensor | None
+    segments: torch.Tensor | None
+    query_segments: torch.Tensor | None
+    dropout_p: float
+    seed: torch.Tensor | None
+
+    @classmethod
+    def gather(cls, key_padding_mask, segment_ids, dropout_p, group, device) -> _RingMasks:
+        def everyone(x):
+            if x is None:
+                return None
+            shares = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+            dist.all_gather(shares, x.contiguous(), group=group)
+            return torch.stack(shares)
+        seed = torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device) if dropout_p > 0.0 else None
+        return cls(everyone(key_padding_mask), everyone(segment_ids), segment_ids, dropout_p, seed)
+
+    def step(self, rank: int, world: int, source: int, rows: slice, keys: slice) -> StepMasks:
+        """The masks of the step where this rank's queries `rows` meet `source`'s keys `keys`;
+        each (rank, source) pair draws its own dropout stream from the seed."""
+        return StepMasks(
+            key_padding_mask=None if self.key_padding is None else self.key_padding[source][:, keys],
+            segment_ids=None if self.segments is None else (self.query_segments[:, rows],
+                                                            self.segments[source][:, keys]),
+            dropout_p=self.dropout_p,
+            seed=None if self.seed is None else self.seed + rank * world + source,
+        )
+
+
 class _RingAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, causal, scale, group, use_flash):
+    def forward(ctx, q, k, v, causal, scale, group, use_flash, masks: _RingMasks):
         rank, world = dist.get_rank(group), dist.get_world_size(group)
         forward = _flash_forward if use_flash else _reference_forward
         batch, local_len, heads, head_dim = q.shape
@@ -150,22 +203,24 @@ class _RingAttention(torch.autograd.Function):
         held_k, held_v = k, v
         for step in range(world):
             exchange = _RingExchange([held_k, held_v], group) if step + 1 < world else None
-            plan = _step_plan(rank, (rank - step) % world, causal, local_len)
+            source = (rank - step) % world
+            plan = _step_plan(rank, source, causal, local_len)
             if plan is not None:
                 rows, keys, step_causal = plan
-                part_out, part_lse = forward(q[:, rows], held_k[:, keys], held_v[:, keys], step_causal, scale)
+                part_out, part_lse = forward(q[:, rows], held_k[:, keys], held_v[:, keys], step_causal, scale,
+                                             masks.step(rank, world, source, rows, keys))
                 out[:, rows], lse[:, :, rows] = _merge(out[:, rows], lse[:, :, rows], part_out, part_lse)
             if exchange is not None:
                 held_k, held_v = exchange.wait()
         out = out.to(q.dtype)
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.options = (causal, scale, group, use_flash)
+        ctx.options = (causal, scale, group, use_flash, masks)
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, out, lse = ctx.saved_tensors
-        causal, scale, group, use_flash = ctx.options
+        causal, scale, group, use_flash, masks = ctx.options
         backward = _flash_backward if use_flash else _reference_backward
         rank, world = dist.get_rank(group), dist.get_world_size(group)
         local_len = q.shape[1]
@@ -174,29 +229,47 @@ class _RingAttention(torch.autograd.Function):
         held = [k, v, torch.zeros_like(k, dtype=torch.float32), torch.zeros_like(v, dtype=torch.float32)]
         for step in range(world):
             held_k, held_v, held_dk, held_dv = held
-            plan = _step_plan(rank, (rank - step) % world, causal, local_len)
+            source = (rank - step) % world
+            plan = _step_plan(rank, source, causal, local_len)
             if plan is not None:
                 rows, keys, step_causal = plan
                 part_dq, part_dk, part_dv = backward(
                     dout[:, rows], q[:, rows], held_k[:, keys], held_v[:, keys], out[:, rows],
-                    lse[:, :, rows].contiguous(), step_causal, scale)
+                    lse[:, :, rows].contiguous(), step_causal, scale,
+                    masks.step(rank, world, source, rows, keys))
                 dq[:, rows] += part_dq.float()
                 held_dk[:, keys] += part_dk.float()
                 held_dv[:, keys] += part_dv.float()
             # The last exchange brings every dk, dv home (to the rank after the last holder).
             held = _RingExchange(held, group).wait()
         dk, dv = held[2].to(k.dtype), held[3].to(v.dtype)
-        return dq.to(q.dtype), dk, dv, None, None, None, None
+        return dq.to(q.dtype), dk, dv, None, None, None, None, None
 
 
 def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
                    group: dist.ProcessGroup | None = None, softmax_scale: float | None = None,
-                   use_flash: bool = True) -> torch.Tensor:
+                   use_flash: bool = True, dropout_p: float = 0.0,
+                   key_padding_mask: torch.Tensor | None = None,
+                   segment_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of this rank's share of a sequence (split_for_context_parallel's layout) to the
     whole sequence: q [B, 2L, Hq, D], k, v [B, 2L, Hkv, D] -> [B, 2L, Hq, D]. use_flash: our
-    kernel for each step, else the PyTorch path. No dropout, biases or masks beyond causal."""
+    kernel for each step, else the PyTorch path. key_padding_mask (bool [B, 2L], True = a real
+    token) and segment_ids (int [B, 2L]: packed documents) are this rank's share of the whole
+    sequence's, as q is. dropout_p needs the kernel (its keep-mask is regenerated from a seed in
+    the backward). Positional biases computed in the kernel are not supported here."""
     if q.shape[1] % 2:
         raise ValueError(f"context parallel needs an even number of local tokens (two chunks), got {q.shape[1]}")
+    if dropout_p > 0.0 and not use_flash:
+        raise ValueError("ring attention with dropout needs the flash kernel (use_flash_attention=True): "
+                         "the PyTorch path cannot regenerate a step's dropout in the backward")
+    for name, x in (("key_padding_mask", key_padding_mask), ("segment_ids", segment_ids)):
+        if x is not None and tuple(x.shape) != tuple(q.shape[:2]):
+            raise ValueError(f"ring_attention: {name} must be this rank's share [B, 2L] = "
+                             f"{list(q.shape[:2])}, got {list(x.shape)}")
+    if key_padding_mask is not None and key_padding_mask.dtype != torch.bool:
+        raise ValueError(f"ring_attention: key_padding_mask must be bool (True = a real token), got "
+                         f"{key_padding_mask.dtype}")
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
     group = group if group is not None else dist.group.WORLD
-    return _RingAttention.apply(q, k, v, causal, scale, group, use_flash)
+    masks = _RingMasks.gather(key_padding_mask, segment_ids, dropout_p, group, q.device)
+    return _RingAttention.apply(q, k, v, causal, scale, group, use_flash, masks)

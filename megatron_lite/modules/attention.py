@@ -15,12 +15,14 @@ import warnings
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed import ProcessGroup
 
 from megatron_lite_kernels.attention_reference import attention_reference
 from megatron_lite_kernels.flash_attention import flash_attention_supported, flash_attn_func
 from megatron_lite.config import TransformerConfig
 from megatron_lite.modules.kv_cache import CrossAttentionCache, SelfAttentionCache
 from megatron_lite.modules.rotary import RotaryTables, rotate_queries_and_keys
+from megatron_lite.parallel.context_parallel import ring_attention
 
 
 @functools.cache
@@ -80,10 +82,17 @@ class _Attention(nn.Module):
         self.use_flash = cfg.use_flash_attention
         self.softmax_scale = cfg.softmax_scale
         self.dropout_p = cfg.attention_dropout
+        # Set by megatron_lite.parallel.apply_context_parallel: this rank then holds a share of
+        # every sequence, and attention runs as ring attention over the group.
+        self.context_parallel_group: ProcessGroup | None = None
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **options) -> torch.Tensor:
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, whole_sequence: bool = False,
+               **options) -> torch.Tensor:
         """The attention alone, before the output projection: q (B, Sq, Hq, D), k and v
-        (B, Sk, Hkv, D) -> (B, Sq, Hq * D); options: causal, masks and biases."""
+        (B, Sk, Hkv, D) -> (B, Sq, Hq * D); options: causal, masks and biases. whole_sequence:
+        q, k, v hold all of the sequence even under context parallelism (decoding with a cache)."""
+        if self.context_parallel_group is not None and not whole_sequence:
+            return self._ring_attend(q, k, v, **options)
         out = dot_product_attention(
             q, k, v,
             use_flash=self.use_flash,
@@ -91,6 +100,20 @@ class _Attention(nn.Module):
             dropout_p=self.dropout_p if self.training else 0.0,
             **options,
         )  # (B, Sq, Hq, D)
+        return out.reshape(*q.shape[:2], -1)
+
+    def _ring_attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
+                     segment_ids: torch.Tensor | None = None, key_padding_mask: torch.Tensor | None = None,
+                     relative_bias: torch.Tensor | None = None, alibi_slopes: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """attend's context-parallel path: this rank's share of q, k, v (and of the masks)."""
+        if relative_bias is not None or alibi_slopes is not None:
+            raise ValueError("context parallelism does not support positional biases computed in the "
+                             "attention kernel (alibi, kerple, sandwich, relative)")
+        out = ring_attention(q, k, v, causal=causal, group=self.context_parallel_group,
+                             softmax_scale=self.softmax_scale, use_flash=self.use_flash,
+                             dropout_p=self.dropout_p if self.training else 0.0,
+                             segment_ids=segment_ids, key_padding_mask=key_padding_mask)  # (B, S, Hq, D)
         return out.reshape(*q.shape[:2], -1)
 
     def _attend_and_project(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -135,7 +158,7 @@ class SelfAttention(_Attention):
             k, v = cache.append(k, v)  # (B, Sk, Hkv, D): every token so far
         return self._attend_and_project(
             q, k, v, causal=self.causal, segment_ids=segment_ids, key_padding_mask=key_padding_mask,
-            relative_bias=relative_bias, alibi_slopes=alibi_slopes,
+            relative_bias=relative_bias, alibi_slopes=alibi_slopes, whole_sequence=cache is not None,
         )  # (B, S, C)
 
     def project(self, x: torch.Tensor, rotary: RotaryTables | None = None

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
 
 from megatron_lite_kernels.attention_reference import attention_mask, attention_reference
 
@@ -273,3 +275,58 @@ def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal:
     group = group if group is not None else dist.group.WORLD
     masks = _RingMasks.gather(key_padding_mask, segment_ids, dropout_p, group, q.device)
     return _RingAttention.apply(q, k, v, causal, scale, group, use_flash, masks)
+
+
+# Positions applied to q and k before attention (from each token's global position id) work on
+# a share of the sequence; biases computed inside the kernel from local indices would not.
+CONTEXT_PARALLEL_POSITIONS = ("learned_absolute", "rope", "xpos")
+
+
+def check_context_parallel(position_embedding_type: str, seq_length: int, context_parallel_size: int) -> None:
+    """The config errors of a GPT under context parallelism (model.* keys named)."""
+    if context_parallel_size == 1:
+        return
+    if position_embedding_type not in CONTEXT_PARALLEL_POSITIONS:
+        raise ValueError(
+            f"model.position_embedding_type={position_embedding_type!r} with model.context_parallel_size="
+            f"{context_parallel_size}: context parallelism supports {CONTEXT_PARALLEL_POSITIONS} (applied "
+            "before attention at each token's position); biases computed inside the kernel are not "
+            "offset to a rank's share of the sequence")
+    if seq_length % (2 * context_parallel_size):
+        raise ValueError(
+            f"model.encoder_seq_length={seq_length} is not divisible by 2 x model.context_parallel_size = "
+            f"{2 * context_parallel_size}: every rank holds two equal chunks of each sequence")
+
+
+def apply_context_parallel(model: nn.Module, cp_mesh: DeviceMesh) -> None:
+    """Make every attention module of a GPT run ring attention over cp_mesh's group, and mark
+    the model (model.context_parallel_group), whose loss then feeds it its share of each
+    sequence (`sequence_share`)."""
+    from megatron_lite.modules.attention import _Attention
+
+    group = cp_mesh.get_group()
+    for module in model.modules():
+        if isinstance(module, _Attention):
+            module.context_parallel_group = group
+    model.context_parallel_group = group
+
+
+def sequence_share(batch: dict[str, torch.Tensor], group: dist.ProcessGroup) -> dict[str, torch.Tensor]:
+    """This rank's share (split_for_context_parallel) of every [B, S] tensor of a batch."""
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    return {name: split_for_context_parallel(x, rank, world) for name, x in batch.items()}
+
+
+def share_of_mean(local_mean: torch.Tensor, local_count: torch.Tensor, total_count: torch.Tensor,
+                  group: dist.ProcessGroup) -> torch.Tensor:
+    """A loss averaged over the `total_count` tokens of whole sequences, from this rank's mean
+    over its `local_count` of them. The value is the whole loss (summed over the group), for
+    logging. The gradient is world x this rank's part: data-parallel gradient averaging runs over
+    the data x context ranks (their grads must add up over the context ranks, which see different
+    tokens of the same samples), one division by the context-parallel size more than the whole
+    loss's gradient needs."""
+    part = local_mean * (local_count / total_count.clamp(min=1))
+    whole = part.detach().clone()
+    dist.all_reduce(whole, group=group)
+    scaled = dist.get_world_size(group) * part
+    return scaled + (whole - scaled).detach()

@@ -12,6 +12,7 @@ from megatron_lite.data import build_gpt_datasets
 from megatron_lite.generation import generate_text
 from megatron_lite.models import GPTModel
 from megatron_lite.modules.cross_entropy import linear_cross_entropy
+from megatron_lite.parallel.context_parallel import sequence_share, share_of_mean
 from megatron_lite.tokenizers import Tokenizer
 from megatron_lite.training.family import (
     ModelFamily,
@@ -47,9 +48,16 @@ def build_datasets(cfg: GPTConfig, tokenizer: Tokenizer) -> tuple[Dataset, Datas
 
 
 def loss(model: GPTModel, batch: dict[str, torch.Tensor], cfg: GPTConfig) -> torch.Tensor:
+    # Under context parallelism (apply_context_parallel marked the model) every rank of the group
+    # has the whole batch and computes the loss of its share of each sequence.
+    group = getattr(model, "context_parallel_group", None)
+    whole_count = batch["loss_mask"].sum()
+    if group is not None:
+        batch = sequence_share(batch, group)
     segment_ids = batch["segment_ids"] if cfg.model.data.reset_attention_mask else None
     hidden = model.hidden_states(batch["tokens"], batch["position_ids"], segment_ids)  # (B, S, C)
-    return linear_cross_entropy(hidden, model.output_weight(), batch["labels"], batch["loss_mask"])
+    mean = linear_cross_entropy(hidden, model.output_weight(), batch["labels"], batch["loss_mask"])
+    return mean if group is None else share_of_mean(mean, batch["loss_mask"].sum(), whole_count, group)
 
 
 def flops_per_sample(model: GPTModel, cfg: GPTConfig) -> float:

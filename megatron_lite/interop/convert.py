@@ -53,6 +53,7 @@ from megatron_lite.training.checkpointing import (
 from megatron_lite.training.families import family_named
 from megatron_lite.training.module import CONFIG_KEY, CONSUMED_KEY, FAMILY_KEY, VOCAB_KEY
 from megatron_lite.training.run import build_tokenizer_from_config
+from megatron_lite.training.weight_layout import GROUPED, LAYOUT_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ def _checkpoint(imported: _Imported, cfg: RunConfig, folder: Path) -> dict[str, 
         FAMILY_KEY: imported.arch.family,
         VOCAB_KEY: imported.vocab_size,
         "state_dict": {MODEL_PREFIX + key: tensor for key, tensor in imported.state.items()},
+        LAYOUT_KEY: GROUPED,
         "global_step": 0,
         CONSUMED_KEY: 0,
         "converted_from": str(folder),

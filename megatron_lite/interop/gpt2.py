@@ -1,6 +1,6 @@
 """Our GPT <-> Hugging Face GPT2LMHeadModel: learned absolute positions, LayerNorm, a plain
 MLP, biases everywhere, fused [q | k | v] in Conv1D layers ([in, out]: the transpose of our
-nn.Linear weights), tied or separate output layer."""
+nn.Linear weights, whose rows we group by head), tied or separate output layer."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from megatron_lite.interop.architecture import (
     refuse,
     with_prefix,
 )
-from megatron_lite.interop.mapping import TensorRule, same, transposed
+from megatron_lite.interop.mapping import TensorRule, grouped, same, transposed
 from megatron_lite.models import GPTModel
+from megatron_lite.modules.fused_layout import qkv_layout
 
 HF_CLASS = "GPT2LMHeadModel"
 # GPT2Config's defaults, for keys a config.json leaves out.
@@ -46,12 +47,15 @@ MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")
 def rules(cfg: GPTModelConfig) -> list[TensorRule]:
     found = [same("embedding.word_embeddings.weight", "transformer.wte.weight"),
              same("embedding.position_embeddings.weight", "transformer.wpe.weight")]
+    # c_attn's outputs are [q | k | v]; ours are grouped by head (fused_layout.py).
+    qkv = qkv_layout(cfg.num_attention_heads, cfg.query_groups, cfg.head_dim)
     for i in range(cfg.num_layers):
         ours, theirs = f"decoder.layers.{i}.", f"transformer.h.{i}."
         for our_name, their_name, conv1d in LAYER_PARTS:
             weight_rule = transposed if conv1d else same
-            found.append(weight_rule(f"{ours}{our_name}.weight", f"{theirs}{their_name}.weight"))
-            found.append(same(f"{ours}{our_name}.bias", f"{theirs}{their_name}.bias"))
+            pair = [weight_rule(f"{ours}{our_name}.weight", f"{theirs}{their_name}.weight"),
+                    same(f"{ours}{our_name}.bias", f"{theirs}{their_name}.bias")]
+            found += [grouped(rule, qkv) for rule in pair] if our_name == "attention.linear_qkv" else pair
     found += [same("decoder.final_norm.weight", "transformer.ln_f.weight"),
               same("decoder.final_norm.bias", "transformer.ln_f.bias")]
     if not cfg.share_embeddings_and_output_weights:

@@ -25,6 +25,7 @@ from megatron_lite.interop.architecture import (
 )
 from megatron_lite.interop.mapping import TensorRule, same, stacked
 from megatron_lite.models import GPTModel
+from megatron_lite.modules.fused_layout import gated_fc1_layout, qkv_layout
 
 HF_CLASS = "LlamaForCausalLM"
 # LlamaConfig's defaults, for keys a config.json leaves out.
@@ -40,8 +41,9 @@ ROTARY_BUFFER = ".rotary_emb.inv_freq"
 
 
 def rules(cfg: GPTModelConfig) -> list[TensorRule]:
-    q_width, kv_width = cfg.num_attention_heads * cfg.head_dim, cfg.query_groups * cfg.head_dim
-    ffn = cfg.ffn_hidden_size
+    # Our fused projections' rows are grouped (fused_layout.py): by query group, and by feature.
+    qkv = qkv_layout(cfg.num_attention_heads, cfg.query_groups, cfg.head_dim)
+    fc1 = gated_fc1_layout(cfg.ffn_hidden_size)
     parameters = ("weight", "bias") if cfg.bias else ("weight",)
     found = [same("embedding.word_embeddings.weight", "model.embed_tokens.weight")]
     for i in range(cfg.num_layers):
@@ -51,11 +53,11 @@ def rules(cfg: GPTModelConfig) -> list[TensorRule]:
         for p in parameters:
             found += [
                 stacked(f"{ours}attention.linear_qkv.{p}",
-                        [f"{theirs}self_attn.{x}_proj.{p}" for x in "qkv"], (q_width, kv_width, kv_width)),
+                        [f"{theirs}self_attn.{x}_proj.{p}" for x in "qkv"], *qkv),
                 same(f"{ours}attention.linear_proj.{p}", f"{theirs}self_attn.o_proj.{p}"),
-                # Our fused fc1 is [gate | up]: its first half goes through the activation.
+                # Our fused fc1 is [gate_i | up_i] per feature: gate goes through the activation.
                 stacked(f"{ours}mlp.linear_fc1.{p}",
-                        [f"{theirs}mlp.gate_proj.{p}", f"{theirs}mlp.up_proj.{p}"], (ffn, ffn)),
+                        [f"{theirs}mlp.gate_proj.{p}", f"{theirs}mlp.up_proj.{p}"], *fc1),
                 same(f"{ours}mlp.linear_fc2.{p}", f"{theirs}mlp.down_proj.{p}"),
             ]
     found.append(same("decoder.final_norm.weight", "model.norm.weight"))

@@ -2,7 +2,9 @@
 
 A rule ties one of our tensors to one or more Hugging Face tensors: the same tensor, its
 transpose (GPT-2's Conv1D stores [in, out], nn.Linear [out, in]), or several HF tensors stacked
-along dim 0 into one of our fused projections ([q | k | v], [gate | up], [k | v]). The same rules
+along dim 0 into one of our fused projections ([q | k | v], [gate | up], [k | v]), whose rows we
+keep grouped (modules/fused_layout.py: per query group [q_g | k_g | v_g], per feature
+[gate_i | up_i]) where HF keeps them one piece after the other. The same rules
 convert both ways, and give the tensors (names and shapes) a config implies, against which a
 checkpoint is checked before anything is converted: missing, unexpected and misshapen tensors are
 listed together, by name.
@@ -10,11 +12,14 @@ listed together, by name.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from megatron_lite.modules.fused_layout import RowGroups, group_rows, ungroup_rows
 
 # Names listed in an error message before "... and N more".
 LISTED_NAMES = 8
@@ -25,13 +30,22 @@ class TensorRule:
     ours: str
     theirs: tuple[str, ...]
     transpose: bool = False
-    # Rows of each HF tensor in ours (when there are several): how ours splits back.
+    # Rows of each piece in ours (when there are several: HF's tensors, or the pieces of one
+    # fused HF tensor): how ours splits back.
     sizes: tuple[int, ...] | None = None
+    # Our rows are grouped (fused_layout.group_rows) into this many groups; 1: not grouped.
+    groups: int = 1
 
     def __post_init__(self) -> None:
         # Internal invariants of the rule tables.
         assert len(self.theirs) == 1 or (self.sizes is not None and len(self.sizes) == len(self.theirs))
         assert not (self.transpose and len(self.theirs) > 1)
+        assert self.groups == 1 or self.sizes is not None
+
+    @property
+    def layout(self) -> RowGroups:
+        assert self.sizes is not None
+        return RowGroups(self.sizes, self.groups)
 
 
 def same(ours: str, theirs: str) -> TensorRule:
@@ -42,8 +56,14 @@ def transposed(ours: str, theirs: str) -> TensorRule:
     return TensorRule(ours, (theirs,), transpose=True)
 
 
-def stacked(ours: str, theirs: Iterable[str], sizes: Iterable[int]) -> TensorRule:
-    return TensorRule(ours, tuple(theirs), sizes=tuple(sizes))
+def stacked(ours: str, theirs: Iterable[str], sizes: Iterable[int], groups: int = 1) -> TensorRule:
+    """HF tensors of `sizes` rows stacked into ours, grouped in `groups` groups."""
+    return TensorRule(ours, tuple(theirs), sizes=tuple(sizes), groups=groups)
+
+
+def grouped(rule: TensorRule, layout: RowGroups) -> TensorRule:
+    """`rule` (one HF tensor, or several stacked) with our rows grouped as `layout` says."""
+    return dataclasses.replace(rule, sizes=layout.sizes, groups=layout.groups)
 
 
 def to_ours(hf_state: Mapping[str, torch.Tensor], rules: Iterable[TensorRule]) -> dict[str, torch.Tensor]:
@@ -52,7 +72,8 @@ def to_ours(hf_state: Mapping[str, torch.Tensor], rules: Iterable[TensorRule]) -
     for rule in rules:
         pieces = [hf_state[name] for name in rule.theirs]
         tensor = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
-        state[rule.ours] = tensor.t().contiguous() if rule.transpose else tensor
+        tensor = tensor.t().contiguous() if rule.transpose else tensor
+        state[rule.ours] = group_rows(tensor, rule.layout) if rule.groups > 1 else tensor
     return state
 
 
@@ -61,9 +82,11 @@ def to_hf(state: Mapping[str, torch.Tensor], rules: Iterable[TensorRule]) -> dic
     hf_state = {}
     for rule in rules:
         tensor = state[rule.ours]
+        if rule.groups > 1:
+            tensor = ungroup_rows(tensor, rule.layout)
         if rule.transpose:
             tensor = tensor.t()
-        pieces = tensor.split(list(rule.sizes)) if rule.sizes is not None else (tensor,)
+        pieces = tensor.split(list(rule.sizes)) if len(rule.theirs) > 1 else (tensor,)
         hf_state.update(zip(rule.theirs, pieces, strict=True))
     return hf_state
 

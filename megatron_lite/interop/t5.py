@@ -34,6 +34,13 @@ from megatron_lite.interop.architecture import (
 )
 from megatron_lite.interop.mapping import TensorRule, same, stacked
 from megatron_lite.models import T5Model
+from megatron_lite.modules.fused_layout import (
+    gated_fc1_layout,
+    group_rows,
+    kv_layout,
+    qkv_layout,
+    ungroup_rows,
+)
 
 HF_CLASS = "T5ForConditionalGeneration"
 # T5Config's defaults, for keys a config.json leaves out.
@@ -51,7 +58,9 @@ SHARED_STACK_KEYS = ("ffn_hidden_size", "num_attention_heads", "head_dim", "acti
 
 
 def _stack_rules(name: str, cfg: T5StackConfig, *, decoder: bool) -> list[TensorRule]:
-    width, ffn = cfg.num_attention_heads * cfg.head_dim, cfg.ffn_hidden_size
+    # Our fused projections' rows are grouped (fused_layout.py): by head, and by feature.
+    qkv = qkv_layout(cfg.num_attention_heads, cfg.query_groups, cfg.head_dim)
+    kv = kv_layout(cfg.query_groups, cfg.head_dim)
     found = [same(f"{name}.relative_position_bias.relative_attention_bias.weight",
                   f"{name}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
              same(f"{name}.block.final_norm.weight", f"{name}.final_layer_norm.weight")]
@@ -60,7 +69,7 @@ def _stack_rules(name: str, cfg: T5StackConfig, *, decoder: bool) -> list[Tensor
         found += [
             same(f"{ours}attention_norm.weight", f"{theirs}0.layer_norm.weight"),
             stacked(f"{ours}attention.linear_qkv.weight",
-                    [f"{theirs}0.SelfAttention.{x}.weight" for x in "qkv"], (width,) * 3),
+                    [f"{theirs}0.SelfAttention.{x}.weight" for x in "qkv"], *qkv),
             same(f"{ours}attention.linear_proj.weight", f"{theirs}0.SelfAttention.o.weight"),
         ]
         mlp = 1  # the MLP's sub-layer: after self-attention, and cross-attention in the decoder
@@ -69,13 +78,13 @@ def _stack_rules(name: str, cfg: T5StackConfig, *, decoder: bool) -> list[Tensor
                 same(f"{ours}cross_attention_norm.weight", f"{theirs}1.layer_norm.weight"),
                 same(f"{ours}cross_attention.linear_q.weight", f"{theirs}1.EncDecAttention.q.weight"),
                 stacked(f"{ours}cross_attention.linear_kv.weight",
-                        [f"{theirs}1.EncDecAttention.{x}.weight" for x in "kv"], (width,) * 2),
+                        [f"{theirs}1.EncDecAttention.{x}.weight" for x in "kv"], *kv),
                 same(f"{ours}cross_attention.linear_proj.weight", f"{theirs}1.EncDecAttention.o.weight"),
             ]
             mlp = 2
         dense = f"{theirs}{mlp}.DenseReluDense."
         fc1 = (stacked(f"{ours}mlp.linear_fc1.weight", [dense + "wi_0.weight", dense + "wi_1.weight"],
-                       (ffn, ffn))  # [gate | up]: wi_0 goes through the activation
+                       *gated_fc1_layout(cfg.ffn_hidden_size))  # [gate_i | up_i]: wi_0 is the gate
                if cfg.gated_mlp else same(f"{ours}mlp.linear_fc1.weight", dense + "wi.weight"))
         found += [same(f"{ours}mlp_norm.weight", f"{theirs}{mlp}.layer_norm.weight"), fc1,
                   same(f"{ours}mlp.linear_fc2.weight", dense + "wo.weight")]
@@ -210,12 +219,14 @@ def _fold_score_scale(cfg: T5ModelConfig, state: State) -> State:
         stack: T5StackConfig = getattr(cfg, name)
         if not stack.normalize_attention_scores:
             continue
-        scale, q_rows = stack.head_dim**-0.5, stack.num_attention_heads * stack.head_dim
+        scale = stack.head_dim**-0.5
+        layout = qkv_layout(stack.num_attention_heads, stack.query_groups, stack.head_dim)
+        q_rows = layout.sizes[0]
         for i in range(stack.num_layers):
             layer = f"{name}.block.layers.{i}."
-            qkv = state[f"{layer}attention.linear_qkv.weight"].clone()  # (3 x q_rows, C)
+            qkv = ungroup_rows(state[f"{layer}attention.linear_qkv.weight"], layout)  # [q | k | v]
             qkv[:q_rows] *= scale
-            state[f"{layer}attention.linear_qkv.weight"] = qkv
+            state[f"{layer}attention.linear_qkv.weight"] = group_rows(qkv, layout)
             if name == "decoder":
                 key = f"{layer}cross_attention.linear_q.weight"
                 state[key] = state[key] * scale

@@ -20,6 +20,7 @@ from torch.distributed import ProcessGroup
 from megatron_lite_kernels.attention_reference import attention_reference
 from megatron_lite_kernels.flash_attention import flash_attention_supported, flash_attn_func
 from megatron_lite.config import TransformerConfig
+from megatron_lite.modules.fused_layout import kv_layout, qkv_layout
 from megatron_lite.modules.kv_cache import CrossAttentionCache, SelfAttentionCache
 from megatron_lite.modules.rotary import RotaryTables, rotate_queries_and_keys
 from megatron_lite.parallel.context_parallel import ring_attention
@@ -125,19 +126,25 @@ class _Attention(nn.Module):
 class SelfAttention(_Attention):
     """Multi-head / grouped-query self-attention with a fused qkv projection; causal or not.
 
-    The projection's output features are laid out [q heads | k heads | v heads], so q, k and v
-    are views of one matmul output (no copies); k and v keep num_query_groups heads, which both
-    attention paths broadcast over the query heads themselves.
+    The projection's output features are grouped by query group, as Megatron lays them out
+    (modules/fused_layout.py): for each of the num_query_groups groups, the group's
+    num_heads / num_query_groups q heads, then its k head, then its v head, head_dim rows each.
+    A contiguous row shard (tensor parallel) then holds whole groups. k and v are views of the
+    matmul output, and so is q with one head per group (multi-head attention); with GQA q's
+    heads are gathered into one (B, S, Hq, D) tensor, a copy. k and v keep num_query_groups
+    heads, which both attention paths broadcast over the query heads themselves (query head h
+    reads group h // (Hq / Hkv): the heads of group g are g's q heads here).
     """
 
     def __init__(self, cfg: TransformerConfig, *, causal: bool = True) -> None:
         super().__init__(cfg)
         q_width = self.num_heads * self.head_dim
         kv_width = self.num_groups * self.head_dim
-        self.split_sizes = (q_width, kv_width, kv_width)
         self.linear_qkv = nn.Linear(cfg.hidden_size, q_width + 2 * kv_width, bias=cfg.bias)
         self.linear_proj = nn.Linear(q_width, cfg.hidden_size, bias=cfg.bias)
         self.causal = causal
+        # The whole projection's row layout (checkpoints and conversions read it).
+        self.fused_rows = {"linear_qkv": qkv_layout(self.num_heads, self.num_groups, self.head_dim)}
 
     def forward(
         self,
@@ -165,11 +172,15 @@ class SelfAttention(_Attention):
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q (B, S, Hq, D), k and v (B, S, Hkv, D) of x (B, S, C), rotated where positions
         rotate."""
-        batch, seqlen, _ = x.shape  # (B, S, C)
-        q, k, v = self.linear_qkv(x).split(self.split_sizes, dim=-1)
-        q = q.view(batch, seqlen, self.num_heads, self.head_dim)  # (B, S, Hq, D)
-        k = k.view(batch, seqlen, self.num_groups, self.head_dim)  # (B, S, Hkv, D)
-        v = v.view(batch, seqlen, self.num_groups, self.head_dim)  # (B, S, Hkv, D)
+        qkv = self.linear_qkv(x)  # (B, S, G * (r + 2) * D), r = Hq / G query heads per group
+        # The shapes are the projection's: under sequence parallelism x holds a sequence shard.
+        batch, seqlen = qkv.shape[:2]
+        # Heads held here: all of them, or this rank's under tensor parallelism.
+        per_group = self.num_heads // self.num_groups
+        qkv = qkv.view(batch, seqlen, self.num_groups, per_group + 2, self.head_dim)  # (B, S, G, r + 2, D)
+        # A view for r = 1; for r > 1 the (G, r) dims do not merge in memory: a copy.
+        q = qkv[:, :, :, :per_group].reshape(batch, seqlen, self.num_heads, self.head_dim)  # (B, S, Hq, D)
+        k, v = qkv[:, :, :, per_group], qkv[:, :, :, per_group + 1]  # (B, S, Hkv, D) each, views
         if rotary is not None:
             q, k = rotate_queries_and_keys(q, k, rotary)
         return q, k, v
@@ -178,9 +189,9 @@ class SelfAttention(_Attention):
 class CrossAttention(_Attention):
     """Decoder queries attend to the encoder's output (the context), masked by its padding.
 
-    The context's keys and values come from one fused projection laid out [k heads | v heads]
-    (views, no copies). No causal mask and no positional bias: every query sees every real
-    context token.
+    The context's keys and values come from one fused projection grouped by query group,
+    [k_g | v_g] for each group g (modules/fused_layout.py): views, no copies. No causal mask
+    and no positional bias: every query sees every real context token.
     """
 
     def __init__(self, cfg: TransformerConfig) -> None:
@@ -190,20 +201,22 @@ class CrossAttention(_Attention):
         self.linear_q = nn.Linear(cfg.hidden_size, q_width, bias=cfg.bias)
         self.linear_kv = nn.Linear(cfg.hidden_size, 2 * kv_width, bias=cfg.bias)
         self.linear_proj = nn.Linear(q_width, cfg.hidden_size, bias=cfg.bias)
+        self.fused_rows = {"linear_kv": kv_layout(self.num_groups, self.head_dim)}
 
     def forward(self, x: torch.Tensor, context: torch.Tensor,
                 context_padding_mask: torch.Tensor | None,
                 cache: CrossAttentionCache | None = None) -> torch.Tensor:
         """x [B, Sq, C] -> [B, Sq, C]. With a cache, the context's keys and values are computed
         once and kept there."""
-        batch, seqlen, _ = x.shape  # (B, Sq, C)
-        q = self.linear_q(x).view(batch, seqlen, self.num_heads, self.head_dim)  # (B, Sq, Hq, D)
+        q = self.linear_q(x)  # (B, Sq, Hq * D)
+        # The shapes are the projections': under sequence parallelism x holds a sequence shard.
+        q = q.view(*q.shape[:2], self.num_heads, self.head_dim)  # (B, Sq, Hq, D)
         if cache is not None and cache.keys is not None:
             k, v = cache.keys, cache.values
         else:
-            context_len = context.shape[1]  # context: (B, Sk, C)
-            k, v = self.linear_kv(context).view(batch, context_len, 2, self.num_groups,
-                                                self.head_dim).unbind(2)  # (B, Sk, Hkv, D) each
+            kv = self.linear_kv(context)  # (B, Sk, G * 2 * D)
+            kv = kv.view(*kv.shape[:2], self.num_groups, 2, self.head_dim)  # (B, Sk, G, 2, D)
+            k, v = kv.unbind(3)  # (B, Sk, Hkv, D) each, views
             if cache is not None:
                 cache.keys, cache.values = k, v
         return self._attend_and_project(q, k, v, causal=False,

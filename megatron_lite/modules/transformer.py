@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from megatron_lite.config import TransformerConfig
 from megatron_lite.modules.attention import CrossAttention, SelfAttention
+from megatron_lite.modules.fused_layout import group_rows
 from megatron_lite.modules.kv_cache import CrossAttentionCache, KVCache, SelfAttentionCache
 from megatron_lite.modules.mlp import MLP
 from megatron_lite.modules.norms import build_norm
@@ -179,3 +180,10 @@ def init_weights(module: nn.Module, cfg: TransformerConfig) -> None:
             nn.init.normal_(child.linear_proj.weight, mean=0.0, std=output_std)
         elif isinstance(child, MLP):
             nn.init.normal_(child.linear_fc2.weight, mean=0.0, std=output_std)
+        if isinstance(child, (SelfAttention, CrossAttention, MLP)):
+            # The fused projections' values were drawn in the ungrouped order ([q | k | v]):
+            # grouped, a seed gives the model it gave before the grouped layout.
+            with torch.no_grad():
+                for name, layout in child.fused_rows.items():
+                    weight = getattr(child, name).weight
+                    weight.copy_(group_rows(weight, layout))

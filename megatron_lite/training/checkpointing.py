@@ -30,6 +30,7 @@ from megatron_lite.training.family import ModelFamily
 from megatron_lite.training.files import atomic_file
 from megatron_lite.training.gpt import GPT
 from megatron_lite.training.module import CONFIG_KEY, FAMILY_KEY, VOCAB_KEY
+from megatron_lite.training.weight_layout import LAYOUT_KEY, upgrade_layout
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,11 @@ def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
         raise ValueError(f"{path} is not a readable checkpoint ({error})") from error
     if not isinstance(checkpoint, dict) or CONFIG_KEY not in checkpoint:
         raise ValueError(f"{path} is not a megatron_lite checkpoint (it holds no {CONFIG_KEY!r})")
+    if "state_dict" in checkpoint and LAYOUT_KEY not in checkpoint:  # older than the grouped layout
+        with torch.device("meta"):
+            skeleton = checkpoint_family(checkpoint).model_type(checkpoint_config(checkpoint).model,
+                                                                 checkpoint[VOCAB_KEY])
+        upgrade_layout(checkpoint, skeleton)
     return checkpoint
 
 

@@ -16,6 +16,7 @@ from megatron_lite.training.errors import NonFiniteError
 from megatron_lite.training.families import family_of
 from megatron_lite.training.non_finite import agreed_non_finite, describe, drop_gradients
 from megatron_lite.training.optim import build_optimizer, build_scheduler
+from megatron_lite.training.weight_layout import GROUPED, LAYOUT_KEY, upgrade_layout
 
 # Keys this module adds to Lightning's checkpoint dict.
 CONFIG_KEY = "megatron_lite_config"
@@ -117,10 +118,12 @@ class MegatronLightningModule(pl.LightningModule):
         checkpoint[CONSUMED_KEY] = self.consumed_samples
         checkpoint[SKIPPED_KEY] = self.skipped_steps
         drop_frozen_weights(self, checkpoint)  # a LoRA run saves its adapters only
+        checkpoint[LAYOUT_KEY] = GROUPED
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.init_consumed_samples = checkpoint[CONSUMED_KEY]
         self.init_global_step = checkpoint["global_step"]
         # Checkpoints written before skipped steps were counted have none.
         self.skipped_steps = checkpoint.get(SKIPPED_KEY, 0)
+        upgrade_layout(checkpoint, self.model, self.cfg)  # weights and moments of older checkpoints
         restore_frozen_weights(self, checkpoint)

@@ -13,6 +13,7 @@ from megatron_lite.config import TokenizerConfig, config_to_dict
 from megatron_lite.training.checkpointing import MODEL_PREFIX
 from megatron_lite.training.families import family_of_model
 from megatron_lite.training.module import CONFIG_KEY, FAMILY_KEY, VOCAB_KEY
+from megatron_lite.training.weight_layout import GROUPED, LAYOUT_KEY
 
 
 def save_checkpoint(path: Path, model: nn.Module, tokenizer: TokenizerConfig | None = None) -> Path:
@@ -26,5 +27,6 @@ def save_checkpoint(path: Path, model: nn.Module, tokenizer: TokenizerConfig | N
         VOCAB_KEY: model.vocab_size,
         "state_dict": {MODEL_PREFIX + key: value for key, value in model.state_dict().items()},
         "global_step": 0,
+        LAYOUT_KEY: GROUPED,
     }, path)
     return path

@@ -57,10 +57,10 @@ def test_scaled_scores_with_sqrt_d_folded_into_q_give_the_same_logits():
     scaled = T5Model(dataclasses.replace(unscaled.cfg, **scaled_stacks), VOCAB).eval()
     scaled.load_state_dict(unscaled.state_dict())
     head_dim = unscaled.cfg.encoder.head_dim
-    q_rows = 4 * head_dim  # heads x head dim: the q part of the fused projections
     with torch.no_grad():
         for layer in [*scaled.encoder.block.layers, *scaled.decoder.block.layers]:
-            layer.attention.linear_qkv.weight[:q_rows] *= math.sqrt(head_dim)
+            # The fused rows go head by head, [q_h | k_h | v_h] (4 heads, one per group).
+            layer.attention.linear_qkv.weight.view(4, 3, head_dim, -1)[:, 0] *= math.sqrt(head_dim)
             if layer.cross_attention is not None:
                 layer.cross_attention.linear_q.weight *= math.sqrt(head_dim)
     _assert_same_logits(hf, scaled)

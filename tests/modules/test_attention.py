@@ -52,8 +52,11 @@ def packed_batch(seq: int = 24):
     return tokens, position_ids, segment_ids.to(torch.int32), lengths
 
 
-def test_q_k_v_are_views_of_the_fused_projection_and_kv_heads_are_not_repeated(monkeypatch):
-    model = GPTModel(tiny_config(), VOCAB)
+@pytest.mark.parametrize("groups", [2, 4], ids=["gqa", "mha"])
+def test_q_k_v_come_from_the_projection_grouped_by_query_group(monkeypatch, groups):
+    """linear_qkv's rows: per query group, its q heads, then k, then v (Megatron's layout); k and
+    v are views (and q too with one head per group), kv heads are not repeated."""
+    model = GPTModel(tiny_config(num_query_groups=groups), VOCAB)
     layer = model.decoder.layers[0].attention
     seen = {}
     layer.linear_qkv.register_forward_hook(lambda mod, inp, out: seen.setdefault("qkv", out))
@@ -66,9 +69,14 @@ def test_q_k_v_are_views_of_the_fused_projection_and_kv_heads_are_not_repeated(m
     monkeypatch.setattr(attention_module, "dot_product_attention", spy)
     model(torch.randint(0, VOCAB, (2, 10)))
     q, k, v = seen["qkv_heads"]
-    assert q.shape == (2, 10, 4, 8) and k.shape == v.shape == (2, 10, 2, 8)
+    assert q.shape == (2, 10, 4, 8) and k.shape == v.shape == (2, 10, groups, 8)
+    fused = seen["qkv"].view(2, 10, groups, 4 // groups + 2, 8)  # (B, S, G, r + 2, D)
+    torch.testing.assert_close(q.view(2, 10, groups, 4 // groups, 8), fused[:, :, :, :-2], rtol=0, atol=0)
+    torch.testing.assert_close(k, fused[:, :, :, -2], rtol=0, atol=0)
+    torch.testing.assert_close(v, fused[:, :, :, -1], rtol=0, atol=0)
     storage = seen["qkv"].untyped_storage().data_ptr()
-    for tensor in (q, k, v):
+    views = (q, k, v) if groups == 4 else (k, v)  # GQA's q heads are gathered: a copy
+    for tensor in views:
         assert tensor.untyped_storage().data_ptr() == storage  # a view, no copy
 
 

@@ -35,7 +35,9 @@ from megatron_lite.benchmarks.hf_peers import PEER_MODES, PeerShape, measure_pee
 from megatron_lite.benchmarks.training import (
     SWITCHES,
     TABLE_HEADER,
+    device_name,
     format_row,
+    json_record,
     length_overrides,
     measure_training,
     use_kernel_copy,
@@ -124,22 +126,6 @@ def report_row(args: argparse.Namespace, lines: list[str], records: list[dict], 
         Path(args.out).write_text(table(lines))
     if args.json:
         Path(args.json).write_text(json.dumps(json_record(records, device), indent=1))
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
-def json_record(rows: list[dict], device: torch.device) -> dict:
-    """The rows with where, when and how they were measured, as docs/benchmarks/ keeps them."""
-    return {
-        "source": f"python {shlex.join(sys.argv)} ({time.strftime('%Y-%m-%d')})",
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "lightning": pl.__version__,
-        "rows": rows,
-    }
 
 
 def measured_row(measure, lengths: str, variant: str, cfg, device: torch.device, records: list,

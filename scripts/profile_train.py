@@ -26,9 +26,8 @@ import triton
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from bench_train import device_name, json_record  # scripts/ is on sys.path when a script runs
 from megatron_lite.benchmarks.profiling import format_report, profile_training
-from megatron_lite.benchmarks.training import SWITCHES, length_overrides
+from megatron_lite.benchmarks.training import SWITCHES, device_name, json_record, length_overrides
 from megatron_lite.config import register_configs, reject_unknown_keys
 from megatron_lite.training import family_of
 

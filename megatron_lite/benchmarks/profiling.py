@@ -1,6 +1,6 @@
 """Where a training step's time goes: the step `scripts/train.py` runs, under torch.profiler.
 
-`profile_training` runs `megatron_lite.training.train` through `measurement_config`, as
+`profile_training` runs `megatron_lite.training.train` through `run_timed`, as
 `measure_training` does (the same model, data, optimizer, precision and Trainer; nothing written,
 no validation until after the last step), with `ProfiledSteps`: the `StepTimer` of the training
 benchmark whose timed steps also run under `torch.profiler.profile` (CPU and, on a GPU, CUDA
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -33,9 +32,8 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity
 
-from megatron_lite.benchmarks.training import StepTimer, _synchronize, measurement_config
+from megatron_lite.benchmarks.training import StepTimer, _synchronize, run_timed
 from megatron_lite.config import RunConfig
-from megatron_lite.training import train
 
 # The kernels our flash attention launches: the @triton.jit functions of
 # kernels/megatron_lite_kernels/flash_attention/ that launchers call (forward.py, backward.py,
@@ -204,7 +202,10 @@ def _nest(ops: list[_Op]) -> None:
     for op in sorted(ops, key=lambda op: (op.start, -op.end)):
         while stack and stack[-1].end <= op.start:
             stack.pop()
-        if stack and op.end <= stack[-1].end:
+        if stack:  # op starts inside the op on top of the stack: its child
+            # The profiler's timestamps are rounded, so a child may seem to end a little after
+            # its parent: clip it, so its time is not counted twice.
+            op.end = min(op.end, stack[-1].end)
             op.parent = stack[-1]
             op.parent.nested += op.end - op.start
         stack.append(op)
@@ -277,15 +278,8 @@ class ProfiledSteps(StepTimer):
 def profile_training(cfg: RunConfig, *, steps: int, warmup: int, trace: str = "") -> StepProfile:
     """Profile `steps` optimizer steps of `train(cfg)` after `warmup` unprofiled ones, on the
     device the config's trainer.accelerator picks; `trace`: also write the Chrome trace there."""
-    if cfg.trainer.world_size != 1:
-        raise ValueError("the profiler runs one device: set trainer.devices=1 and trainer.num_nodes=1")
-    if steps < 1 or warmup < 0:
-        raise ValueError(f"profiling needs steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
     callback = ProfiledSteps(warmup, steps)
-    with tempfile.TemporaryDirectory(prefix="profile_train_") as log_dir:
-        train(measurement_config(cfg, steps=steps, warmup=warmup, log_dir=log_dir), callbacks=[callback])
-    if callback.elapsed is None:
-        raise RuntimeError(f"training stopped before step {warmup + steps}; nothing was profiled")
+    run_timed(cfg, callback)
     if trace:
         callback.profiler.export_chrome_trace(trace)
     device_records, cpu_records = profiled_records(callback.profiler)

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
+import sys
 import tempfile
 import time
 from typing import Callable
 
 import pytorch_lightning as pl
 import torch
+import triton
 
 from megatron_lite.config import RunConfig
 from megatron_lite.training import family_of, train
@@ -149,6 +152,22 @@ class StepTimer(pl.Callback):
             self.peak_memory_gib = torch.cuda.max_memory_allocated(self.device) / 2**30
 
 
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def json_record(rows: list[dict], device: torch.device) -> dict:
+    """The rows with where, when and how they were measured, as docs/benchmarks/ keeps them."""
+    return {
+        "source": f"python {shlex.join(sys.argv)} ({time.strftime('%Y-%m-%d')})",
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "lightning": pl.__version__,
+        "rows": rows,
+    }
+
+
 def measurement_config(cfg: RunConfig, *, steps: int, warmup: int, log_dir: str) -> RunConfig:
     """cfg with max_steps = warmup + steps and nothing that writes files or pauses the steps
     (the run folder `log_dir` gets only config.yaml). The learning-rate schedule keeps the
@@ -170,19 +189,27 @@ def measurement_config(cfg: RunConfig, *, steps: int, warmup: int, log_dir: str)
     return dataclasses.replace(cfg, trainer=trainer, exp_manager=exp_manager, inference=inference, model=model)
 
 
+def run_timed(cfg: RunConfig, timer: StepTimer) -> pl.LightningModule:
+    """`train(cfg)` on one device, shortened to the timer's warmup + steps (measurement_config),
+    with the timer (a StepTimer or a subclass) as a callback; the trained module."""
+    if cfg.trainer.world_size != 1:
+        raise ValueError("the training benchmark runs one device: set trainer.devices=1 and trainer.num_nodes=1")
+    if timer.steps < 1 or timer.warmup < 0:
+        raise ValueError(f"the benchmark needs steps >= 1 and warmup >= 0, got steps={timer.steps}, "
+                         f"warmup={timer.warmup}")
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as log_dir:
+        module = train(measurement_config(cfg, steps=timer.steps, warmup=timer.warmup, log_dir=log_dir),
+                       callbacks=[timer])
+    if timer.elapsed is None:
+        raise RuntimeError(f"training stopped before step {timer.warmup + timer.steps}; nothing was timed")
+    return module
+
+
 def measure_training(cfg: RunConfig, *, steps: int, warmup: int) -> TrainingMeasurement:
     """Time `steps` optimizer steps of `train(cfg)` after `warmup` untimed ones, on the device
     the config's trainer.accelerator picks."""
-    if cfg.trainer.world_size != 1:
-        raise ValueError("the training benchmark runs one device: set trainer.devices=1 and trainer.num_nodes=1")
-    if steps < 1 or warmup < 0:
-        raise ValueError(f"the benchmark needs steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
     timer = StepTimer(warmup, steps)
-    with tempfile.TemporaryDirectory(prefix="bench_train_") as log_dir:
-        run_cfg = measurement_config(cfg, steps=steps, warmup=warmup, log_dir=log_dir)
-        module = train(run_cfg, callbacks=[timer])
-    if timer.elapsed is None:
-        raise RuntimeError(f"training stopped before step {warmup + steps}; nothing was timed")
+    module = run_timed(cfg, timer)
     family, batch = family_of(cfg), cfg.model.global_batch_size
     return _measurement(
         timer.elapsed, steps,

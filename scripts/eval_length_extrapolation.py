@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from megatron_lite.evaluation import ExtrapolationResult, evaluate_checkpoint
-from megatron_lite.training.checkpointing import checkpoint_config, read_checkpoint
+from megatron_lite.training.checkpointing import checkpoint_config, checkpoint_metadata
 
 
 INTERPOLATION_STYLES = ("--", ":", "-.")  # rope rows with a factor, in the colour of rope
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def position_type(checkpoint: str) -> str:
     # Memory-mapped: only the config is read, not the weights.
-    return checkpoint_config(read_checkpoint(checkpoint, mmap=True)).model.position_embedding_type
+    return checkpoint_config(checkpoint_metadata(checkpoint)).model.position_embedding_type
 
 
 def evaluation_plan(checkpoints: list[str], factors: list[float] | None) -> list[tuple[str, float | None]]:

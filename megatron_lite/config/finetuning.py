@@ -34,6 +34,13 @@ class FineTuningModelKeys:
     def check_splits(self) -> None:
         for name, split in self.data.splits.items():
             split.check_batch_sizes(f"model.data.{name}.", self.global_batch_size, self.micro_batch_size)
+        if self.peft.lora is not None and self.uses_dtensor:
+            raise ValueError(
+                "model.peft.peft_scheme=lora with model.fsdp=True, tensor or context parallel is "
+                "not implemented: LoRA checkpoints hold the adapters alone, restored over "
+                "restore_from_path's weights, which the sharded layouts do not do yet; fine-tune "
+                "with data parallel (trainer.devices), or fine-tune every weight (peft_scheme=none)"
+            )
 
 
 def _check_learned_positions(stack: str, key: str, length: int, cfg: Union[GPTModelConfig, T5ModelConfig],

@@ -10,6 +10,7 @@ from megatron_lite.config.checks import require_at_least
 from megatron_lite.config.data import GPTDataConfig, TokenizerConfig
 from megatron_lite.config.nemo import NeMoGPTModelKeys, NeMoModelKeys, NeMoStackKeys
 from megatron_lite.config.optim import OptimConfig
+from megatron_lite.config.parallel import ParallelKeys
 from megatron_lite.config.transformer import TransformerConfig
 
 # NeMo's types, and KERPLE's power variant (kerple is its logarithmic one, as in NeMo).
@@ -21,13 +22,9 @@ NON_FINITE_ACTIONS = ("stop", "skip")
 
 
 @dataclass
-class ModelCommonConfig:
+class ModelCommonConfig(ParallelKeys):
     micro_batch_size: int = 4
     global_batch_size: int = 8
-    # Only data parallelism is implemented: these stay at 1 / False (checked below).
-    tensor_model_parallel_size: int = 1
-    pipeline_model_parallel_size: int = 1
-    sequence_parallel: bool = False
     make_vocab_size_divisible_by: int = 128
     override_vocab_size: Optional[int] = None
     seed: int = 1234
@@ -58,23 +55,7 @@ class ModelCommonConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def check_common(self) -> None:
-        if self.tensor_model_parallel_size != 1:
-            raise ValueError(
-                f"model.tensor_model_parallel_size={self.tensor_model_parallel_size} is not "
-                "implemented: megatron_lite parallelizes over data only; use data parallel "
-                "(trainer.devices)"
-            )
-        if self.sequence_parallel:
-            raise ValueError(
-                "model.sequence_parallel=True is not implemented: it shards tensor-parallel "
-                "activations, and tensor parallelism is not implemented yet"
-            )
-        if self.pipeline_model_parallel_size != 1:
-            raise ValueError(
-                f"model.pipeline_model_parallel_size={self.pipeline_model_parallel_size} is not "
-                "implemented: pipeline parallelism does not exist here yet; use data parallel "
-                "(trainer.devices)"
-            )
+        self.check_parallel()
         if self.non_finite_action not in NON_FINITE_ACTIONS:
             raise ValueError(
                 f"model.non_finite_action={self.non_finite_action!r} is not one of {NON_FINITE_ACTIONS}"
@@ -91,6 +72,27 @@ class ModelCommonConfig:
             )
         if self.override_vocab_size is not None and self.override_vocab_size < 1:
             raise ValueError(f"model.override_vocab_size must be >= 1, got {self.override_vocab_size}")
+        tp = self.tensor_model_parallel_size
+        if self.override_vocab_size is not None and self.override_vocab_size % tp:
+            raise ValueError(
+                f"model.override_vocab_size={self.override_vocab_size} is not divisible by "
+                f"model.tensor_model_parallel_size={tp}: each rank holds an equal share of the "
+                "vocabulary"
+            )
+
+    def check_tensor_parallel(self, stack: TransformerConfig, prefix: str) -> None:
+        """A stack's heads, key/value groups and MLP width split evenly over the
+        tensor-parallel ranks, each rank holding whole heads and whole groups."""
+        tp = self.tensor_model_parallel_size
+        for key, value in (("num_attention_heads", stack.num_attention_heads),
+                           ("num_query_groups", stack.query_groups),
+                           ("ffn_hidden_size", stack.ffn_hidden_size)):
+            if value % tp:
+                raise ValueError(
+                    f"{prefix}{key}={value} is not divisible by model.tensor_model_parallel_size="
+                    f"{tp}: each tensor-parallel rank holds an equal share"
+                    + (" of whole key/value groups (GQA)" if key == "num_query_groups" else "")
+                )
 
 
 @dataclass
@@ -109,6 +111,7 @@ class GPTModelConfig(NeMoGPTModelKeys, NeMoModelKeys, NeMoStackKeys, ModelCommon
     def __post_init__(self) -> None:
         self.check_common()
         self.check_transformer("model.")
+        self.check_tensor_parallel(self, "model.")
         require_at_least(self, "model.", 1, "encoder_seq_length", "max_position_embeddings")
         self._check_positions()
         if self.data.seq_length is not None and self.data.seq_length != self.encoder_seq_length:

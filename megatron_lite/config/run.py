@@ -9,6 +9,7 @@ from typing import Optional
 from megatron_lite.config.exp_manager import ExpManagerConfig
 from megatron_lite.config.model import ModelCommonConfig
 from megatron_lite.config.nemo import check_fixed_keys, ignored_keys
+from megatron_lite.config.parallel import check_layout
 from megatron_lite.config.trainer import TrainerConfig
 
 
@@ -51,12 +52,15 @@ class RunConfig:
     def __post_init__(self) -> None:
         check_fixed_keys(self)
         model, trainer = self.model, self.trainer
+        check_layout(model, trainer.devices, trainer.num_nodes, trainer.lightning_precision,
+                     trainer.strategy)
         per_step = model.micro_batch_size * self.data_parallel_size
         if model.global_batch_size % per_step:
             raise ValueError(
                 f"model.global_batch_size={model.global_batch_size} is not a multiple of "
                 f"model.micro_batch_size={model.micro_batch_size} x data-parallel size "
-                f"{self.data_parallel_size} (trainer.devices x trainer.num_nodes)"
+                f"{self.data_parallel_size} (trainer.devices x trainer.num_nodes / "
+                "(model.tensor_model_parallel_size x model.context_parallel_size))"
             )
         if isinstance(trainer.val_check_interval, int) and trainer.val_check_interval > trainer.max_steps:
             raise ValueError(
@@ -105,7 +109,8 @@ class RunConfig:
 
     @property
     def data_parallel_size(self) -> int:
-        return self.trainer.world_size
+        """Ranks that read different samples: the world over tensor x context parallel."""
+        return self.trainer.world_size // self.model.model_parallel_size
 
     @property
     def accumulate_grad_batches(self) -> int:

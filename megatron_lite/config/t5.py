@@ -89,6 +89,8 @@ class T5ModelConfig(NeMoModelKeys, ModelCommonConfig):
         self.check_common()
         self.encoder.check_stack("model.encoder.", bidirectional=True)
         self.decoder.check_stack("model.decoder.", bidirectional=False)
+        self.check_tensor_parallel(self.encoder, "model.encoder.")
+        self.check_tensor_parallel(self.decoder, "model.decoder.")
         if self.encoder.hidden_size != self.decoder.hidden_size:
             raise ValueError(
                 f"model.encoder.hidden_size={self.encoder.hidden_size} and "

@@ -25,6 +25,11 @@ from megatron_lite.training.adapters import (
     check_frozen_weights,
     lora_settings,
 )
+from megatron_lite.training.distributed_checkpoint import (
+    is_distributed_checkpoint,
+    read_distributed_checkpoint,
+    read_metadata,
+)
 from megatron_lite.training.families import family_named, family_of_model
 from megatron_lite.training.family import ModelFamily
 from megatron_lite.training.files import atomic_file
@@ -55,12 +60,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         with atomic_file(path) as file:
             torch.save(checkpoint, file)
 
+    def load_checkpoint(self, path: str | Path, map_location: Any | None = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        """A file as Lightning reads it; a sharded checkpoint (a torch.distributed.checkpoint
+        folder) read whole into the same form, so that one process or DDP resumes from it."""
+        if is_distributed_checkpoint(Path(path)):
+            return read_distributed_checkpoint(Path(path), optimizer=True)
+        return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+
 
 def complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
-    """The `*.ckpt` files of a run (temporary files of interrupted writes excluded)."""
+    """The `*.ckpt` files of a run, and its complete sharded checkpoints (`*.ckpt` folders
+    holding their marker); temporary files and folders of interrupted writes excluded."""
     if not checkpoint_dir.is_dir():
         return []
-    return sorted(checkpoint_dir.glob("*.ckpt"))
+    return sorted(path for path in checkpoint_dir.glob("*.ckpt")
+                  if path.is_file() or is_distributed_checkpoint(path))
 
 
 def newest_checkpoint(checkpoint_dir: Path) -> Path | None:
@@ -73,7 +88,7 @@ def newest_checkpoint(checkpoint_dir: Path) -> Path | None:
     newest, newest_rank = None, None
     for path in complete_checkpoints(checkpoint_dir):
         try:
-            step = int(read_checkpoint(path, mmap=True)["global_step"])
+            step = int(checkpoint_metadata(path)["global_step"])
         except ValueError as error:
             logger.warning("not resuming from %s: %s", path, error)
             continue
@@ -83,10 +98,30 @@ def newest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return newest
 
 
-def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
-    """A checkpoint dict on the CPU; a clear error for a missing or unreadable file. A folder is
-    read as a Hugging Face model (config.json + weights), converted in memory."""
+def checkpoint_metadata(path: str | Path) -> dict[str, Any]:
+    """What a checkpoint holds besides the optimizer state, the weights too where they come
+    free: a file memory-mapped, a sharded checkpoint's meta.pt alone (config, step, consumed
+    samples, vocabulary; no weights)."""
     path = Path(path)
+    if is_distributed_checkpoint(path):
+        return _checked(read_metadata(path), path)
+    return read_checkpoint(path, mmap=True)
+
+
+def _checked(checkpoint: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(checkpoint, dict) or CONFIG_KEY not in checkpoint:
+        raise ValueError(f"{path} is not a megatron_lite checkpoint (it holds no {CONFIG_KEY!r})")
+    return checkpoint
+
+
+def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint dict on the CPU; a clear error for a missing or unreadable file. A sharded
+    checkpoint (a torch.distributed.checkpoint folder) is read whole, its weights gathered from
+    every rank's shards (no process group needed); another folder is read as a Hugging Face
+    model (config.json + weights), converted in memory."""
+    path = Path(path)
+    if is_distributed_checkpoint(path):
+        return _checked(read_distributed_checkpoint(path), path)
     if path.is_dir():
         # Imported here: megatron_lite.interop reads our checkpoints through this module.
         from megatron_lite.interop import checkpoint_from_hf  # noqa: PLC0415

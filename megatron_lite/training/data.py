@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.strategies import ParallelStrategy, Strategy
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from megatron_lite.config import RunConfig
@@ -68,6 +69,17 @@ class ResumableDataLoader(DataLoader):
         return self.batch_sampler.batches_per_pass
 
 
+def data_parallel_rank(strategy: Strategy) -> tuple[int, int]:
+    """(this process's data-parallel rank, the data-parallel size): DDP's global rank and world
+    size; under megatron_lite's strategy the place along the mesh's data_parallel dimension
+    alone, so that tensor- and context-parallel ranks of one data-parallel rank read the same
+    samples."""
+    if not isinstance(strategy, ParallelStrategy):
+        return 0, 1
+    kwargs = strategy.distributed_sampler_kwargs
+    return kwargs["rank"], kwargs["num_replicas"]
+
+
 class MegatronDataModule(pl.LightningDataModule):
     """Train and validation loaders over already-built datasets.
 
@@ -84,12 +96,13 @@ class MegatronDataModule(pl.LightningDataModule):
         self.valid_dataset = valid_dataset
 
     def _loader(self, dataset: Dataset, consumed_samples: int, num_workers: int) -> DataLoader:
+        rank, size = data_parallel_rank(self.trainer.strategy)
         sampler = MegatronPretrainingSampler(
             total_samples=len(dataset),
             consumed_samples=consumed_samples,
             micro_batch_size=self.cfg.model.micro_batch_size,
-            data_parallel_rank=self.trainer.global_rank,
-            data_parallel_size=self.trainer.world_size,
+            data_parallel_rank=rank,
+            data_parallel_size=size,
         )
         return ResumableDataLoader(
             dataset,

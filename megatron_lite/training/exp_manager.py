@@ -20,7 +20,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from megatron_lite.config import RunConfig, config_to_yaml
-from megatron_lite.training.checkpointing import complete_checkpoints, newest_checkpoint, read_checkpoint
+from megatron_lite.training.checkpointing import checkpoint_metadata, complete_checkpoints, newest_checkpoint
+from megatron_lite.training.distributed_checkpoint import remove_path
 from megatron_lite.training.files import TEMP_SUFFIX, write_atomically
 from megatron_lite.training.loggers import CSVMetricsLogger
 
@@ -71,9 +72,10 @@ def prepare_run(cfg: RunConfig) -> RunPaths:
     exp = cfg.exp_manager
     log_dir = run_log_dir(cfg)
     checkpoint_dir = log_dir / "checkpoints"
-    # What a kill in the middle of a checkpoint write left behind; never a checkpoint.
+    # What a kill in the middle of a checkpoint write left behind (a file, or a sharded
+    # checkpoint's folder); never a checkpoint.
     for temporary in checkpoint_dir.glob(f"*{TEMP_SUFFIX}") if checkpoint_dir.is_dir() else ():
-        temporary.unlink(missing_ok=True)
+        remove_path(temporary)
     existing = complete_checkpoints(checkpoint_dir)
     resume_from = newest_checkpoint(checkpoint_dir) if exp.resume_if_exists else None
     if resume_from is None:
@@ -97,7 +99,7 @@ def prepare_run(cfg: RunConfig) -> RunPaths:
         )
     resume_step = None
     if resume_from is not None:
-        resume_step = int(read_checkpoint(resume_from, mmap=True)["global_step"])
+        resume_step = int(checkpoint_metadata(resume_from)["global_step"])
     elif exp.resume_if_exists:
         resume_step = 0  # a new run in this folder: logs of an attempt killed before its first checkpoint go
     return RunPaths(log_dir, checkpoint_dir, resume_from, resume_step)

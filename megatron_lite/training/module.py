@@ -10,10 +10,12 @@ import torch
 from pytorch_lightning.plugins.precision import MixedPrecision
 from pytorch_lightning.utilities import rank_zero_warn
 
-from megatron_lite.config import RunConfig, config_to_dict
+from megatron_lite.config import RunConfig, config_from_dict, config_to_dict
 from megatron_lite.training.adapters import drop_frozen_weights, restore_frozen_weights
+from megatron_lite.training.distributed_checkpoint import rescale_micro_batch_progress
 from megatron_lite.training.errors import NonFiniteError
 from megatron_lite.training.families import family_of
+from megatron_lite.training.grad_norm import clip_gradients, gradient_norm
 from megatron_lite.training.non_finite import agreed_non_finite, describe, drop_gradients
 from megatron_lite.training.optim import build_optimizer, build_scheduler
 from megatron_lite.training.weight_layout import GROUPED, LAYOUT_KEY, upgrade_layout
@@ -38,6 +40,20 @@ class MegatronLightningModule(pl.LightningModule):
         # Optimizer steps not applied: non-finite under non_finite_action=skip, or fp16 overflow.
         self.skipped_steps = 0
         self._micro_losses: list[torch.Tensor] = []
+        self._grad_norm: torch.Tensor | None = None  # this step's, for clipping
+        self._parallelized = False
+
+    def configure_model(self) -> None:
+        """Under megatron_lite's strategy (FSDP2, tensor or context parallel), apply the layout
+        to the model built in __init__ (Lightning calls this once the processes and the device
+        mesh exist, before the optimizers and any checkpoint are loaded). Plain DDP and one
+        process leave the model as it is."""
+        if self._device_mesh is None or self._parallelized:
+            return
+        from megatron_lite.parallel.parallelize import parallelize  # noqa: PLC0415
+
+        parallelize(self.model, self._device_mesh, self.cfg)
+        self._parallelized = True
 
     @property
     def consumed_samples(self) -> int:
@@ -55,8 +71,7 @@ class MegatronLightningModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Once per optimizer step, after all micro-batches (and AMP unscaling), before clipping.
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        self._grad_norm = grad_norm = gradient_norm(self.model.parameters())
         train_loss = torch.stack(self._micro_losses).mean()
         self._micro_losses.clear()
         self._handle_non_finite(train_loss, grad_norm)
@@ -97,9 +112,10 @@ class MegatronLightningModule(pl.LightningModule):
                                     gradient_clip_algorithm: str | None = None) -> None:
         # Lightning refuses to clip for an optimizer that unscales internally (fused AdamW) even
         # under bf16, which has no loss scaler. build_optimizer never fuses under fp16's scaler,
-        # so the gradients here are always unscaled and can be clipped directly.
-        if gradient_clip_val:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), gradient_clip_val)
+        # so the gradients here are always unscaled and can be clipped directly, by the norm
+        # on_before_optimizer_step has just computed (and logged).
+        if gradient_clip_val and self._grad_norm is not None:
+            clip_gradients(self.model.parameters(), gradient_clip_val, self._grad_norm)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss = self(batch)
@@ -121,6 +137,10 @@ class MegatronLightningModule(pl.LightningModule):
         checkpoint[LAYOUT_KEY] = GROUPED
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Written under another layout: Lightning's loops count micro-batches per rank.
+        saved_cfg = config_from_dict(checkpoint[CONFIG_KEY], type(self.cfg))
+        rescale_micro_batch_progress(checkpoint, saved_cfg.accumulate_grad_batches,
+                                     self.cfg.accumulate_grad_batches)
         self.init_consumed_samples = checkpoint[CONSUMED_KEY]
         self.init_global_step = checkpoint["global_step"]
         # Checkpoints written before skipped steps were counted have none.

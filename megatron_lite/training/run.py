@@ -16,6 +16,7 @@ from megatron_lite.training.adapters import add_adapters, check_same_adapters, l
 from megatron_lite.training.checkpointing import (
     check_structure,
     checkpoint_config,
+    checkpoint_metadata,
     read_checkpoint,
     restore_checkpoint_weights,
 )
@@ -80,7 +81,7 @@ def load_starting_weights(model: nn.Module, cfg: RunConfig, resume_from: Path | 
     comes from restore_from_path again (training/adapters.py)."""
     lora = lora_settings(cfg)
     if resume_from is not None:
-        checkpoint, source = read_checkpoint(resume_from, mmap=True), f"resuming from {resume_from}"
+        checkpoint, source = checkpoint_metadata(resume_from), f"resuming from {resume_from}"
         check_same_adapters(cfg, checkpoint_config(checkpoint), source)
         if lora is not None:
             restore_from_path(model, cfg, tokenizer)
@@ -160,9 +161,27 @@ def train(cfg: RunConfig, callbacks: Sequence[pl.Callback] = ()) -> MegatronLigh
         datamodule=MegatronDataModule(cfg, train_dataset, valid_dataset),
         ckpt_path=None if run.resume_from is None else str(run.resume_from),
     )
-    if trainer.is_global_zero and cfg.inference.tokens_to_generate > 0:
-        print_sample(cfg, module.model.to(trainer.strategy.root_device), tokenizer)
+    if cfg.inference.tokens_to_generate > 0:
+        model = whole_model(module, vocab_size)  # every rank takes part in gathering the weights
+        if trainer.is_global_zero:
+            print_sample(cfg, model.to(trainer.strategy.root_device), tokenizer)
     return module
+
+
+def whole_model(module: MegatronLightningModule, vocab_size: int) -> nn.Module | None:
+    """The trained model with all its weights on this process. A sharded or tensor-parallel
+    model's weights are gathered into a new model of the same config on rank 0 (None elsewhere),
+    so that generation with its key/value cache runs there alone, as for one process."""
+    if not module._parallelized:
+        return module.model
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict  # noqa: PLC0415
+
+    state = get_model_state_dict(module.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not state:  # not rank 0
+        return None
+    model = module.family.model_type(module.cfg.model, vocab_size)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def print_sample(cfg: RunConfig, model: nn.Module, tokenizer: Tokenizer) -> None:

@@ -23,7 +23,18 @@ warnings.filterwarnings("ignore", message="You're resuming from a checkpoint tha
 
 def build_strategy(cfg: RunConfig) -> Strategy | str:
     """Data parallel over several processes is DDP (Lightning's choice for "auto" too), with
-    model.gradient_as_bucket_view; one process keeps Lightning's own."""
+    model.gradient_as_bucket_view; one process keeps Lightning's own. FSDP2, tensor and context
+    parallel run under megatron_lite's ModelParallelStrategy (parallel/strategy.py)."""
+    model = cfg.model
+    if model.uses_dtensor:
+        from megatron_lite.parallel.strategy import MegatronStrategy  # noqa: PLC0415
+
+        return MegatronStrategy(
+            tensor_parallel_size=model.tensor_model_parallel_size,
+            context_parallel_size=model.context_parallel_size,
+            sharded_checkpoint=model.fsdp_sharded_checkpoint,
+            block_gradient_sync=not model.fsdp,
+        )
     strategy = cfg.trainer.strategy
     if cfg.trainer.world_size == 1 and strategy == "auto":
         return strategy

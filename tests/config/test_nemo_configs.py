@@ -74,7 +74,7 @@ def test_the_base_file_alone_is_a_t5_stack_with_every_key_known():
     ("model.fp8=True", "model.fp8=True is not implemented: no fp8 training"),
     ("model.pipeline_model_parallel_size=2", "model.pipeline_model_parallel_size=2 is not implemented"),
     ("model.virtual_pipeline_model_parallel_size=2", "model.virtual_pipeline_model_parallel_size=2 is not implemented"),
-    ("model.fsdp=True", "model.fsdp=True is not implemented"),
+    ("model.fsdp_sharding_strategy=zero3", "model.fsdp_sharding_strategy='zero3' is not one of"),
     ("model.rampup_batch_size=[4,4,1000]", r"model.rampup_batch_size=\[4, 4, 1000\] is not implemented"),
     ("model.cpu_offloading=True", "model.cpu_offloading=True is not implemented"),
     ("model.data.mock_dataset=True", "model.data.mock_dataset=True is not implemented"),

@@ -303,9 +303,9 @@ CASES = [
     # NeMo values megatron_lite cannot honour.
     Case("NeMo values refused", "`model.fp8=True`", nemo_config("model.fp8=True")),
     Case("NeMo values refused", "`model.pipeline_model_parallel_size=2`", nemo_config("model.pipeline_model_parallel_size=2")),
-    Case("NeMo values refused", "`model.tensor_model_parallel_size=2`", nemo_config("model.tensor_model_parallel_size=2")),
-    Case("NeMo values refused", "`model.sequence_parallel=True`", nemo_config("model.sequence_parallel=True")),
-    Case("NeMo values refused", "`model.fsdp=True`", nemo_config("model.fsdp=True")),
+    Case("NeMo values refused", "`model.tensor_model_parallel_size=2` on one device", nemo_config("model.tensor_model_parallel_size=2")),
+    Case("NeMo values refused", "`model.sequence_parallel=True` without tensor parallel", nemo_config("model.sequence_parallel=True")),
+    Case("NeMo values refused", "`model.fsdp=True` with NeMo's `trainer.precision=16`", nemo_config("model.fsdp=True")),
     Case("NeMo values refused", "`model.rampup_batch_size=[4,4,1000]`", nemo_config("model.rampup_batch_size=[4,4,1000]")),
     Case("NeMo values refused", "`model.data.mock_dataset=True`", nemo_config("model.data.mock_dataset=True")),
     Case("NeMo values refused", "`model.data.dataloader_type=cyclic`", nemo_config("model.data.dataloader_type=cyclic")),

@@ -1,0 +1,56 @@
+"""Helpers of the multi-process training tests: runs of scripts/train.py on several CPU processes
+(Lightning's launcher starts the other ranks from the script, gloo between them), and the
+comparisons of their logged metrics and weights."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+
+from megatron_lite.training.checkpointing import model_state_dict, read_checkpoint
+from tests.gpt_testing import REPO, metric_by_step
+
+# One thread per process: the ranks share the CPU cores.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+METRICS = ("train_loss", "val_loss", "grad_norm")
+
+
+def run_script(overrides: Sequence[str], config_name: str = "megatron_gpt_config", timeout: int = 300) -> None:
+    """scripts/train.py with these overrides, in a subprocess (its ranks are its children)."""
+    result = subprocess.run(
+        [sys.executable, "scripts/train.py", f"--config-name={config_name}", *overrides],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout, env=ENV,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+
+
+def assert_same_metrics(expected: Path, got: Path, steps: set[int] | None = None, rel: float = 1e-5) -> None:
+    """The runs' logged losses and gradient norms agree at every step `got` logged (`steps`:
+    these must be among them), up to the order of floating-point reductions."""
+    for metric in METRICS:
+        want, have = metric_by_step(expected, metric), metric_by_step(got, metric)
+        assert have, (metric, got)
+        if steps is not None:
+            assert steps & have.keys() == steps & want.keys() and steps & have.keys(), (metric, have.keys())
+        for step, value in have.items():
+            assert value == pytest.approx(want[step], rel=rel), (metric, step, value, want[step])
+
+
+def assert_same_weights(expected: Path, got: Path, atol: float = 1e-6) -> None:
+    """Two checkpoints (files or sharded folders) hold the same weights."""
+    want, have = (model_state_dict(read_checkpoint(path)) for path in (expected, got))
+    assert want.keys() == have.keys()
+    for name, tensor in want.items():
+        torch.testing.assert_close(have[name], tensor, rtol=1e-5, atol=atol, msg=name)
+
+
+def checkpoint_at(log_dir: Path, step: int) -> Path:
+    """The validation checkpoint of a run at this step (file or folder)."""
+    (path,) = (log_dir / "checkpoints").glob(f"*-step={step}-*.ckpt")
+    return path

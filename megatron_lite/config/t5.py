@@ -91,6 +91,12 @@ class T5ModelConfig(NeMoModelKeys, ModelCommonConfig):
         self.decoder.check_stack("model.decoder.", bidirectional=False)
         self.check_tensor_parallel(self.encoder, "model.encoder.")
         self.check_tensor_parallel(self.decoder, "model.decoder.")
+        if self.context_parallel_size != 1:
+            raise ValueError(
+                f"model.context_parallel_size={self.context_parallel_size} is not implemented for "
+                "T5 (context parallelism splits GPT's sequences only); use model.fsdp=True or "
+                "tensor parallel"
+            )
         if self.encoder.hidden_size != self.decoder.hidden_size:
             raise ValueError(
                 f"model.encoder.hidden_size={self.encoder.hidden_size} and "

@@ -68,3 +68,8 @@ def test_t5_stacks_are_checked_for_tensor_parallel_too():
         compose_t5([*DATA, "trainer.devices=2", "model.tensor_model_parallel_size=2",
                     "model.decoder.num_attention_heads=3", "model.decoder.hidden_size=96",
                     "model.encoder.num_attention_heads=4", "model.encoder.hidden_size=96"])
+
+
+def test_t5_refuses_context_parallel():
+    with pytest.raises(ValueError, match="model.context_parallel_size=2 is not implemented for T5"):
+        compose_t5([*DATA, "trainer.devices=2", "model.context_parallel_size=2"])

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
-from megatron_lite.training import train
+from megatron_lite.training import load_model, train
 from megatron_lite.training.distributed_checkpoint import is_distributed_checkpoint
 from tests.gpt_testing import compose_gpt, tiny_overrides, write_tiny_corpus
 from tests.parallel.distributed_testing import (
@@ -60,6 +61,11 @@ def test_fsdp_on_two_processes_equals_one_process(gpt_one, gpt_fsdp):
     last = gpt_fsdp / "checkpoints" / "last.ckpt"
     assert is_distributed_checkpoint(last) and len(list(last.glob("*.distcp"))) == 2
     assert_same_weights(gpt_one / "checkpoints" / "last.ckpt", last)
+    # What generation, evaluation and export read: the model, gathered in this process.
+    tokens = torch.arange(1, 17)[None]
+    with torch.no_grad():
+        want, got = (load_model(path)[0](tokens) for path in (gpt_one / "checkpoints" / "last.ckpt", last))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_a_sharded_checkpoint_resumes_on_one_process(corpus, runs, gpt_one, gpt_fsdp):

@@ -42,12 +42,15 @@ def assert_same_metrics(expected: Path, got: Path, steps: set[int] | None = None
             assert value == pytest.approx(want[step], rel=rel), (metric, step, value, want[step])
 
 
-def assert_same_weights(expected: Path, got: Path, atol: float = 1e-6) -> None:
-    """Two checkpoints (files or sharded folders) hold the same weights."""
+def assert_same_weights(expected: Path, got: Path, atol: float = 1e-5) -> None:
+    """Two checkpoints (files or sharded folders) hold the same weights. (The key projection's
+    bias has a zero gradient up to rounding, which AdamW turns into updates of ~1e-6 that
+    differ with the reduction order: hence atol.)"""
     want, have = (model_state_dict(read_checkpoint(path)) for path in (expected, got))
     assert want.keys() == have.keys()
     for name, tensor in want.items():
-        torch.testing.assert_close(have[name], tensor, rtol=1e-5, atol=atol, msg=name)
+        torch.testing.assert_close(have[name], tensor, rtol=1e-5, atol=atol,
+                                   msg=lambda message, name=name: f"{name}: {message}")
 
 
 def checkpoint_at(log_dir: Path, step: int) -> Path:

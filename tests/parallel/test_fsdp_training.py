@@ -1,8 +1,8 @@
 """FSDP2 through train() on 2 CPU processes (gloo): the losses, gradient norms and final weights
 of one process accumulating the same global batch; checkpoints moved between layouts (a sharded
 FSDP checkpoint resumed by one process, one process's file resumed under FSDP, an FSDP file
-resumed without FSDP) continue the uninterrupted run's curve. GPT, and T5 with activation
-checkpointing and the 'grad' sharding strategy."""
+resumed without FSDP) continue the uninterrupted run's curve. GPT, on 4 processes with
+context parallel too, and T5 with activation checkpointing and the 'grad' sharding strategy."""
 
 from __future__ import annotations
 
@@ -80,6 +80,21 @@ def test_a_one_process_file_resumes_under_fsdp(corpus, runs, gpt_one):
     resumed = runs / "gpt_one_to_fsdp"
     run_script(tiny_overrides(corpus, resumed, {
         **GPT_EXTRA, **FSDP, "exp_manager.resume_from_checkpoint": f"'{checkpoint_at(gpt_one, 3)}'"}))
+    assert_same_metrics(gpt_one, resumed, steps=RESUMED_STEPS)
+    assert_same_weights(gpt_one / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
+
+
+def test_data_and_context_parallel_on_four_processes_resume_on_one(corpus, runs, gpt_one):
+    """DP=2 x CP=2: the two context-parallel ranks of a data-parallel rank read the same
+    samples (the sampler's rank is the data_parallel one), FSDP shards over all four; its
+    sharded checkpoint resumes on one process without context parallel."""
+    four, resumed = runs / "gpt_dp2_cp2", runs / "gpt_dp2_cp2_to_one"
+    run_script(tiny_overrides(corpus, four, {**GPT_EXTRA, **FSDP, "trainer.devices": 4,
+                                             "model.context_parallel_size": 2,
+                                             "model.fsdp_sharded_checkpoint": True}))
+    assert_same_metrics(gpt_one, four, steps=set(range(6)))
+    train(compose_gpt(tiny_overrides(corpus, resumed, {
+        **GPT_EXTRA, "exp_manager.resume_from_checkpoint": f"'{checkpoint_at(four, 3)}'"})))
     assert_same_metrics(gpt_one, resumed, steps=RESUMED_STEPS)
     assert_same_weights(gpt_one / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
 

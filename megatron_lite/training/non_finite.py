@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from pytorch_lightning.strategies import Strategy
+from torch.distributed.tensor import DTensor
 from torch import nn
 
 
@@ -21,9 +22,12 @@ def agreed_non_finite(loss: torch.Tensor, grad_norm: torch.Tensor, strategy: Str
 
 def first_non_finite_gradient(model: nn.Module) -> str | None:
     """The name of the first parameter (in the model's order) whose gradient holds a NaN or an
-    infinity on this rank."""
+    infinity on this rank (in this rank's shard, for a sharded gradient)."""
     for name, param in model.named_parameters():
-        if param.grad is not None and not torch.isfinite(param.grad).all():
+        grad = param.grad
+        if isinstance(grad, DTensor):  # this rank's shard of it
+            grad = grad.to_local()
+        if grad is not None and not torch.isfinite(grad).all():
             return name
     return None
 

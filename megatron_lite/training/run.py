@@ -21,21 +21,27 @@ from megatron_lite.training.checkpointing import (
     restore_checkpoint_weights,
 )
 from megatron_lite.training.data import MegatronDataModule
+from megatron_lite.training.distributed_checkpoint import is_distributed_checkpoint
 from megatron_lite.training.exp_manager import check_run_folder, prepare_run, save_config
 from megatron_lite.training.families import family_of
-from megatron_lite.training.module import MegatronLightningModule
+from megatron_lite.training.module import VOCAB_KEY, MegatronLightningModule
 from megatron_lite.training.trainer import build_trainer
 
 logger = logging.getLogger(__name__)
 
 
-def padded_vocab_size(cfg: RunConfig, tokenizer: Tokenizer) -> int:
+def padded_vocab_size(cfg: RunConfig, tokenizer: Tokenizer, start: str | Path | None = None) -> int:
     """The embedding table's rows: model.override_vocab_size, or the tokenizer's vocabulary
-    (sentinels included) rounded up to a multiple of model.make_vocab_size_divisible_by."""
+    (sentinels included) rounded up to a multiple of model.make_vocab_size_divisible_by x
+    model.tensor_model_parallel_size (Megatron's padding). A run starting from a checkpoint of
+    ours (`start`: resumed, or restore_from_path) that was padded for another tensor-parallel
+    size keeps that checkpoint's rows, which its own tensor-parallel size must divide: the
+    layout alone does not change the model."""
     model = cfg.model
     if model.override_vocab_size is None:
-        return pad_vocab_size(tokenizer.vocab_size, model.make_vocab_size_divisible_by,
-                              model.tensor_model_parallel_size)
+        padded = pad_vocab_size(tokenizer.vocab_size, model.make_vocab_size_divisible_by,
+                                model.tensor_model_parallel_size)
+        return _padded_for_another_layout(cfg, tokenizer, start) or padded
     if model.override_vocab_size < tokenizer.vocab_size:
         raise ValueError(
             f"model.override_vocab_size={model.override_vocab_size} is smaller than the "
@@ -44,6 +50,28 @@ def padded_vocab_size(cfg: RunConfig, tokenizer: Tokenizer) -> int:
             "token ids would index past the embedding table"
         )
     return model.override_vocab_size
+
+
+def _padded_for_another_layout(cfg: RunConfig, tokenizer: Tokenizer, start: str | Path | None) -> int | None:
+    """The starting checkpoint's padded vocabulary size when it differs from this run's only by
+    the tensor-parallel size it was padded for (and this run's divides it); else None (the
+    checkpoint's own checks speak later)."""
+    path = None if start is None else Path(start)
+    if path is None or not (path.is_file() or is_distributed_checkpoint(path)):
+        return None  # none, or a Hugging Face folder (never padded for tensor parallel)
+    try:
+        checkpoint = checkpoint_metadata(path)
+        saved = checkpoint_config(checkpoint).model
+    except (ValueError, OSError):
+        return None
+    model, rows = cfg.model, checkpoint[VOCAB_KEY]
+    same_padding = (saved.make_vocab_size_divisible_by, saved.override_vocab_size) == (
+        model.make_vocab_size_divisible_by, model.override_vocab_size)
+    saved_padded = pad_vocab_size(tokenizer.vocab_size, saved.make_vocab_size_divisible_by,
+                                  saved.tensor_model_parallel_size)
+    if not same_padding or rows != saved_padded or rows % model.tensor_model_parallel_size:
+        return None
+    return rows
 
 
 def build_tokenizer_from_config(cfg: RunConfig) -> Tokenizer:
@@ -135,7 +163,7 @@ def train(cfg: RunConfig, callbacks: Sequence[pl.Callback] = ()) -> MegatronLigh
     run = prepare_run(cfg)
     report_nemo_settings(cfg)
     tokenizer = build_tokenizer_from_config(cfg)
-    vocab_size = padded_vocab_size(cfg, tokenizer)
+    vocab_size = padded_vocab_size(cfg, tokenizer, run.resume_from or cfg.restore_from_path)
     train_dataset, valid_dataset = family.build_datasets(cfg, tokenizer)
     # One sample of each split read here: data made with another tokenizer fails now, not in a
     # loader worker after the Trainer has started.

@@ -109,3 +109,26 @@ def test_optimizer_states_convert_between_names_and_indices():
     assert optimizer_state_by_name(by_index, [["b", "a"], ["c"]]) == by_name
     with pytest.raises(ValueError, match="has 2 parameter groups, this run's 1"):
         optimizer_state_by_name(by_index, [["b", "a", "c"]])
+
+
+def test_a_checkpoint_padded_for_another_tensor_parallel_size_keeps_its_vocabulary(tmp_path):
+    """Megatron pads the vocabulary to make_vocab_size_divisible_by x tensor-parallel size: a
+    checkpoint of TP=2 (259 byte tokens -> 288 rows at 16 x 2) resumed with TP=1 keeps its 288
+    rows rather than 272, so the layout alone does not change the model; another
+    make_vocab_size_divisible_by still does (and check_structure refuses it)."""
+    from megatron_lite.tokenizers import ByteTokenizer  # noqa: PLC0415
+    from megatron_lite.training import padded_vocab_size  # noqa: PLC0415
+    from megatron_lite.training.module import VOCAB_KEY  # noqa: PLC0415
+
+    tensor_parallel = compose_gpt(tiny_overrides("/data/a_text_document", tmp_path / "tp", {
+        "trainer.devices": 2, "model.tensor_model_parallel_size": 2}))
+    tokenizer = ByteTokenizer()
+    assert padded_vocab_size(tensor_parallel, tokenizer) == 288
+    path = tmp_path / "tp.ckpt"
+    torch.save({**checkpoint(tensor_parallel, 3), VOCAB_KEY: 288}, path)
+    one = config(tmp_path / "one")
+    assert padded_vocab_size(one, tokenizer) == 272
+    assert padded_vocab_size(one, tokenizer, path) == 288
+    other = compose_gpt(tiny_overrides("/data/a_text_document", tmp_path / "other", {
+        "model.make_vocab_size_divisible_by": 8}))
+    assert padded_vocab_size(other, tokenizer, path) == 264

@@ -41,19 +41,19 @@ class MegatronLightningModule(pl.LightningModule):
         self.skipped_steps = 0
         self._micro_losses: list[torch.Tensor] = []
         self._grad_norm: torch.Tensor | None = None  # this step's, for clipping
-        self._parallelized = False
+        self.parallelized = False  # configure_model applied a layout (parallel/parallelize.py)
 
     def configure_model(self) -> None:
         """Under megatron_lite's strategy (FSDP2, tensor or context parallel), apply the layout
         to the model built in __init__ (Lightning calls this once the processes and the device
         mesh exist, before the optimizers and any checkpoint are loaded). Plain DDP and one
         process leave the model as it is."""
-        if self._device_mesh is None or self._parallelized:
+        if self._device_mesh is None or self.parallelized:
             return
         from megatron_lite.parallel.parallelize import parallelize  # noqa: PLC0415
 
         parallelize(self.model, self._device_mesh, self.cfg)
-        self._parallelized = True
+        self.parallelized = True
 
     @property
     def consumed_samples(self) -> int:

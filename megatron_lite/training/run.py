@@ -200,7 +200,7 @@ def whole_model(module: MegatronLightningModule, vocab_size: int) -> nn.Module |
     """The trained model with all its weights on this process. A sharded or tensor-parallel
     model's weights are gathered into a new model of the same config on rank 0 (None elsewhere),
     so that generation with its key/value cache runs there alone, as for one process."""
-    if not module._parallelized:
+    if not module.parallelized:
         return module.model
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict  # noqa: PLC0415
 

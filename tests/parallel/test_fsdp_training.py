@@ -99,6 +99,22 @@ def test_data_and_context_parallel_on_four_processes_resume_on_one(corpus, runs,
     assert_same_weights(gpt_one / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
 
 
+def test_a_tensor_parallel_checkpoint_resumes_without_tensor_parallel(corpus, runs, gpt_one):
+    """TP=2 + SP under FSDP equals one process; its sharded checkpoint resumes as TP=1. (The
+    vocabulary is padded to make_vocab_size_divisible_by x tp: 8 x 2 gives one process's 272
+    rows at 16.)"""
+    pytest.importorskip("megatron_lite.parallel.tensor_parallel")
+    tp, resumed = runs / "gpt_tp2", runs / "gpt_tp2_to_one"
+    run_script(tiny_overrides(corpus, tp, {**GPT_EXTRA, **FSDP, "model.tensor_model_parallel_size": 2,
+                                           "model.sequence_parallel": True, "model.make_vocab_size_divisible_by": 8,
+                                           "model.fsdp_sharded_checkpoint": True}))
+    assert_same_metrics(gpt_one, tp, steps=set(range(6)))
+    train(compose_gpt(tiny_overrides(corpus, resumed, {
+        **GPT_EXTRA, "exp_manager.resume_from_checkpoint": f"'{checkpoint_at(tp, 3)}'"})))
+    assert_same_metrics(gpt_one, resumed, steps=RESUMED_STEPS)
+    assert_same_weights(gpt_one / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
+
+
 T5_AC = {f"model.{stack}.activations_checkpoint_{key}": value for stack in ("encoder", "decoder")
          for key, value in (("granularity", "full"), ("method", "uniform"), ("num_layers", 1))}
 

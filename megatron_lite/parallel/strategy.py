@@ -122,8 +122,6 @@ class MegatronStrategy(ModelParallelStrategy):
         path = Path(self.broadcast(str(filepath)))
         if not self._save_distributed_checkpoint:  # one file, rank 0 (AtomicCheckpointIO)
             if self.is_global_zero:
-                if path.is_dir():
-                    remove_path(path)
                 self.checkpoint_io.save_checkpoint(checkpoint, path)
             return
         from torch.distributed.checkpoint import save  # noqa: PLC0415

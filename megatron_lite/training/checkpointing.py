@@ -27,8 +27,10 @@ from megatron_lite.training.adapters import (
 )
 from megatron_lite.training.distributed_checkpoint import (
     is_distributed_checkpoint,
+    publish,
     read_distributed_checkpoint,
     read_metadata,
+    temporary_path,
 )
 from megatron_lite.training.families import family_named, family_of_model
 from megatron_lite.training.family import ModelFamily
@@ -57,6 +59,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():  # a sharded checkpoint of that name (the run changed layout)
+            staged = temporary_path(path)
+            with atomic_file(staged) as file:
+                torch.save(checkpoint, file)
+            publish(staged, path)  # the folder replaced whole
+            return
         with atomic_file(path) as file:
             torch.save(checkpoint, file)
 

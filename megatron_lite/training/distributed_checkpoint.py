@@ -55,9 +55,10 @@ def write_marker(folder: Path, metadata: dict[str, Any]) -> None:
 
 
 def publish(temporary: Path, path: Path) -> None:
-    """Rename a complete checkpoint folder to its name, replacing what had that name.
+    """Rename a complete checkpoint (folder, or file replacing a folder) to its name, replacing
+    what had that name.
 
-    A directory cannot be renamed onto a non-empty one, so the old checkpoint is first moved
+    Nothing can be renamed onto a non-empty directory, so the old checkpoint is first moved
     aside to `<name>.old.tmp`: a kill between the two renames leaves no `<name>` but the
     complete new one under `<name>.tmp`, both invisible (deleted on resume), and the run
     resumes from its other newest checkpoint."""

@@ -26,7 +26,8 @@ from megatron_lite.training.distributed_checkpoint import (
     optimizer_state_by_name,
 )
 from megatron_lite.training.exp_manager import prepare_run
-from megatron_lite.training.module import CONFIG_KEY
+from megatron_lite.training.module import CONFIG_KEY, VOCAB_KEY
+from megatron_lite.training.weight_layout import GROUPED, LAYOUT_KEY
 from tests.gpt_testing import compose_gpt, tiny_overrides
 
 
@@ -47,6 +48,8 @@ def checkpoint(cfg, step: int) -> dict:
                               "param_groups": [{"lr": 0.1, "params": ["model.weight"]}]}],
         "global_step": step,
         CONFIG_KEY: config_to_dict(cfg),
+        VOCAB_KEY: 272,
+        LAYOUT_KEY: GROUPED,
     }
 
 
@@ -118,8 +121,6 @@ def test_a_checkpoint_padded_for_another_tensor_parallel_size_keeps_its_vocabula
     make_vocab_size_divisible_by still does (and check_structure refuses it)."""
     from megatron_lite.tokenizers import ByteTokenizer  # noqa: PLC0415
     from megatron_lite.training import padded_vocab_size  # noqa: PLC0415
-    from megatron_lite.training.module import VOCAB_KEY  # noqa: PLC0415
-
     tensor_parallel = compose_gpt(tiny_overrides("/data/a_text_document", tmp_path / "tp", {
         "trainer.devices": 2, "model.tensor_model_parallel_size": 2}))
     tokenizer = ByteTokenizer()
@@ -132,3 +133,18 @@ def test_a_checkpoint_padded_for_another_tensor_parallel_size_keeps_its_vocabula
     other = compose_gpt(tiny_overrides("/data/a_text_document", tmp_path / "other", {
         "model.make_vocab_size_divisible_by": 8}))
     assert padded_vocab_size(other, tokenizer, path) == 264
+
+
+def test_a_layout_change_replaces_a_checkpoint_of_the_other_kind(tmp_path):
+    """A run resumed under another layout rewrites last.ckpt in its own kind: a file where a
+    folder was, a folder where a file was."""
+    from megatron_lite.training.checkpointing import AtomicCheckpointIO  # noqa: PLC0415
+
+    cfg = config(tmp_path / "run")
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    save(path, checkpoint(cfg, 3))
+    AtomicCheckpointIO().save_checkpoint(checkpoint(cfg, 4), path)
+    assert path.is_file() and checkpoint_metadata(path)["global_step"] == 4
+    save(path, checkpoint(cfg, 5))
+    assert is_distributed_checkpoint(path) and checkpoint_metadata(path)["global_step"] == 5
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]

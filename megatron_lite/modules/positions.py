@@ -29,6 +29,7 @@ import math
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from megatron_lite.config import T5StackConfig, TransformerConfig
 
@@ -36,6 +37,13 @@ from megatron_lite.config import T5StackConfig, TransformerConfig
 # positive, and the power at most 2 (the kernel stays conditionally positive definite).
 KERPLE_MIN = 1e-2
 KERPLE_MAX_POWER = 2.0
+
+
+def local_heads(parameter: torch.Tensor) -> torch.Tensor:
+    """A bias parameter's values for the heads held here: under tensor parallelism it is a
+    DTensor sharded by head (parallel/tensor_parallel.py), whose local shard holds this rank's
+    heads (and receives their gradients); otherwise the parameter itself."""
+    return parameter.to_local() if isinstance(parameter, DTensor) else parameter
 
 
 def t5_relative_buckets(distance: torch.Tensor, *, bidirectional: bool, num_buckets: int,
@@ -96,7 +104,8 @@ class RelativePositionBias(nn.Module):
 
     def forward(self) -> torch.Tensor:
         """[H, 2W + 1]: entry d + W is the bias of key - query distance d."""
-        return self.relative_attention_bias.weight[self.bucket_of_distance].t()
+        table = local_heads(self.relative_attention_bias.weight)  # (num_buckets, H)
+        return table[self.bucket_of_distance].t()
 
     def attention_inputs(self, seqlen_q: int, seqlen_k: int) -> dict[str, torch.Tensor]:
         return {"relative_bias": self()}  # (H, 2W + 1)
@@ -151,9 +160,10 @@ class KerpleBias(DistanceFunctionBias):
         self._project()
         magnitude = distance.abs().to(torch.float32)[None, :]  # (1, N)
         if self.kind == "log":
-            a, b, p = (x[:, None] for x in (self.kerple_a, self.kerple_b, self.kerple_p))  # (H, 1)
+            a, b, p = (local_heads(x)[:, None]
+                       for x in (self.kerple_a, self.kerple_b, self.kerple_p))  # (H, 1) each
             return -b * torch.log1p(a * magnitude.pow(p))  # (H, N)
-        r1, r2 = self.kerple_r1[:, None], self.kerple_r2[:, None]
+        r1, r2 = local_heads(self.kerple_r1)[:, None], local_heads(self.kerple_r2)[:, None]
         return -r1 * magnitude.pow(r2)  # (H, N)
 
     @torch.no_grad()
@@ -162,7 +172,7 @@ class KerpleBias(DistanceFunctionBias):
         an update pushed past a bound keeps its gradient there and can move back."""
         for name, parameter in self.named_parameters():
             upper = KERPLE_MAX_POWER if name in ("kerple_p", "kerple_r2") else None
-            parameter.clamp_(min=KERPLE_MIN, max=upper)
+            local_heads(parameter).clamp_(min=KERPLE_MIN, max=upper)
 
 
 class SandwichBias(DistanceFunctionBias):

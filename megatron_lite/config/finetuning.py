@@ -15,6 +15,7 @@ from typing import Optional, Union
 from megatron_lite.config.gpt import GPTConfig
 from megatron_lite.config.model import GPTModelConfig
 from megatron_lite.config.nemo import fixed
+from megatron_lite.config.parallel import check_context_parallel
 from megatron_lite.config.peft import PeftConfig
 from megatron_lite.config.run import RunConfig
 from megatron_lite.config.sft import GPTSFTDataConfig, T5SFTDataConfig
@@ -63,6 +64,9 @@ class GPTSFTModelConfig(FineTuningModelKeys, GPTModelConfig):
         for name, split in self.data.splits.items():
             _check_learned_positions("model", f"model.data.{name}.max_seq_length", split.max_seq_length,
                                      self, self.position_embedding_type)
+        check_context_parallel(self.position_embedding_type, self.context_parallel_size,
+                               {f"model.data.{name}.max_seq_length": split.max_seq_length
+                                for name, split in self.data.splits.items()})
 
 
 @dataclass

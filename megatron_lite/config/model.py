@@ -10,7 +10,7 @@ from megatron_lite.config.checks import require_at_least
 from megatron_lite.config.data import GPTDataConfig, TokenizerConfig
 from megatron_lite.config.nemo import NeMoGPTModelKeys, NeMoModelKeys, NeMoStackKeys
 from megatron_lite.config.optim import OptimConfig
-from megatron_lite.config.parallel import ParallelKeys
+from megatron_lite.config.parallel import ParallelKeys, check_context_parallel
 from megatron_lite.config.transformer import TransformerConfig
 
 # NeMo's types, and KERPLE's power variant (kerple is its logarithmic one, as in NeMo).
@@ -114,6 +114,8 @@ class GPTModelConfig(NeMoGPTModelKeys, NeMoModelKeys, NeMoStackKeys, ModelCommon
         self.check_tensor_parallel(self, "model.")
         require_at_least(self, "model.", 1, "encoder_seq_length", "max_position_embeddings")
         self._check_positions()
+        check_context_parallel(self.position_embedding_type, self.context_parallel_size,
+                               {"model.encoder_seq_length": self.encoder_seq_length})
         if self.data.seq_length is not None and self.data.seq_length != self.encoder_seq_length:
             raise ValueError(
                 f"model.data.seq_length={self.data.seq_length} differs from "

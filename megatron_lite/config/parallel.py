@@ -138,3 +138,26 @@ def check_layout(model: ParallelKeys, devices: int, num_nodes: int, precision: s
             "checks only this rank's shard of the gradients for overflow, so ranks could disagree "
             "on skipping a step; use trainer.precision=bf16"
         )
+
+
+# Positions applied to q and k before attention (from each token's global position id) work on
+# a share of the sequence; biases computed inside the kernel from a step's local indices would not.
+CONTEXT_PARALLEL_POSITIONS = ("learned_absolute", "rope", "xpos")
+
+
+def check_context_parallel(position_embedding_type: str, context_parallel_size: int,
+                           lengths: dict[str, int]) -> None:
+    """A GPT's context-parallel errors; lengths: the sequence lengths by their config keys."""
+    if context_parallel_size == 1:
+        return
+    if position_embedding_type not in CONTEXT_PARALLEL_POSITIONS:
+        raise ValueError(
+            f"model.position_embedding_type={position_embedding_type!r} with model.context_parallel_size="
+            f"{context_parallel_size}: context parallelism supports {CONTEXT_PARALLEL_POSITIONS} (applied "
+            "before attention at each token's position); biases computed inside the kernel are not "
+            "offset to a rank's share of the sequence")
+    for key, length in lengths.items():
+        if length % (2 * context_parallel_size):
+            raise ValueError(
+                f"{key}={length} is not divisible by 2 x model.context_parallel_size = "
+                f"{2 * context_parallel_size}: every rank holds two equal chunks of each sequence")

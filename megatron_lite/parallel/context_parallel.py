@@ -277,27 +277,6 @@ def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal:
     return _RingAttention.apply(q, k, v, causal, scale, group, use_flash, masks)
 
 
-# Positions applied to q and k before attention (from each token's global position id) work on
-# a share of the sequence; biases computed inside the kernel from local indices would not.
-CONTEXT_PARALLEL_POSITIONS = ("learned_absolute", "rope", "xpos")
-
-
-def check_context_parallel(position_embedding_type: str, seq_length: int, context_parallel_size: int) -> None:
-    """The config errors of a GPT under context parallelism (model.* keys named)."""
-    if context_parallel_size == 1:
-        return
-    if position_embedding_type not in CONTEXT_PARALLEL_POSITIONS:
-        raise ValueError(
-            f"model.position_embedding_type={position_embedding_type!r} with model.context_parallel_size="
-            f"{context_parallel_size}: context parallelism supports {CONTEXT_PARALLEL_POSITIONS} (applied "
-            "before attention at each token's position); biases computed inside the kernel are not "
-            "offset to a rank's share of the sequence")
-    if seq_length % (2 * context_parallel_size):
-        raise ValueError(
-            f"model.encoder_seq_length={seq_length} is not divisible by 2 x model.context_parallel_size = "
-            f"{2 * context_parallel_size}: every rank holds two equal chunks of each sequence")
-
-
 def apply_context_parallel(model: nn.Module, cp_mesh: DeviceMesh) -> None:
     """Make every attention module of a GPT run ring attention over cp_mesh's group, and mark
     the model (model.context_parallel_group), whose loss then feeds it its share of each

@@ -48,13 +48,20 @@ def build_datasets(cfg: GPTConfig, tokenizer: Tokenizer) -> tuple[Dataset, Datas
 
 
 def loss(model: GPTModel, batch: dict[str, torch.Tensor], cfg: GPTConfig) -> torch.Tensor:
-    # Under context parallelism (apply_context_parallel marked the model) every rank of the group
-    # has the whole batch and computes the loss of its share of each sequence.
+    return next_token_loss(model, batch, use_segments=cfg.model.data.reset_attention_mask)
+
+
+def next_token_loss(model: GPTModel, batch: dict[str, torch.Tensor], *, use_segments: bool) -> torch.Tensor:
+    """The mean cross-entropy of the batch's labels over its loss mask; use_segments: attention
+    stays within each packed document (the batch's segment ids).
+
+    Under context parallelism (apply_context_parallel marked the model) every rank of the group
+    has the whole batch and computes the loss of its share of each sequence (share_of_mean)."""
     group = getattr(model, "context_parallel_group", None)
     whole_count = batch["loss_mask"].sum()
     if group is not None:
         batch = sequence_share(batch, group)
-    segment_ids = batch["segment_ids"] if cfg.model.data.reset_attention_mask else None
+    segment_ids = batch["segment_ids"] if use_segments else None
     hidden = model.hidden_states(batch["tokens"], batch["position_ids"], segment_ids)  # (B, S, C)
     mean = linear_cross_entropy(hidden, model.output_weight(), batch["labels"], batch["loss_mask"])
     return mean if group is None else share_of_mean(mean, batch["loss_mask"].sum(), whole_count, group)

@@ -28,10 +28,9 @@ from megatron_lite.data.sft import (
 )
 from megatron_lite.generation import generate_seq2seq_text
 from megatron_lite.models import GPTModel, T5Model
-from megatron_lite.modules.cross_entropy import linear_cross_entropy
 from megatron_lite.tokenizers import Tokenizer
 from megatron_lite.training.family import ModelFamily
-from megatron_lite.training.gpt import GPT, flops_per_sequence
+from megatron_lite.training.gpt import GPT, flops_per_sequence, next_token_loss
 from megatron_lite.training.t5 import T5, flops_per_pair
 
 
@@ -99,8 +98,7 @@ def build_t5_datasets(cfg: T5SFTConfig, tokenizer: Tokenizer) -> tuple[Dataset, 
 def gpt_loss(model: GPTModel, batch: dict[str, torch.Tensor], cfg: GPTSFTConfig) -> torch.Tensor:
     # Segments always: packed examples must not attend to each other, and a lone example's
     # padding (a segment of its own, after it) changes nothing for the example.
-    hidden = model.hidden_states(batch["tokens"], batch["position_ids"], batch["segment_ids"])  # (B, S, C)
-    return linear_cross_entropy(hidden, model.output_weight(), batch["labels"], batch["loss_mask"])
+    return next_token_loss(model, batch, use_segments=True)
 
 
 def gpt_tokens_per_sample(cfg: GPTSFTConfig) -> int:

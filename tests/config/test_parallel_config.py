@@ -38,7 +38,8 @@ def test_nemos_integer_reduce_dtype_is_read():
 @pytest.mark.parametrize("overrides, message", [
     (["trainer.devices=6", "model.tensor_model_parallel_size=4"],
      "6 processes cannot be split into model.tensor_model_parallel_size=4 x model.context_parallel_size=1"),
-    (["trainer.devices=2", "model.context_parallel_size=3"], "model.context_parallel_size=3"),
+    (["trainer.devices=2", "model.context_parallel_size=3", "model.encoder_seq_length=504"],
+     "2 processes cannot be split into model.tensor_model_parallel_size=1 x model.context_parallel_size=3"),
     (["model.context_parallel_size=0"], "model.context_parallel_size must be >= 1"),
     (["model.fsdp_sharding_strategy=grad"], "model.fsdp_sharding_strategy='grad' applies with model.fsdp=True only"),
     (["model.fsdp=true", "model.fsdp_sharding_strategy=zero2"], "model.fsdp_sharding_strategy='zero2' is not one of"),

@@ -15,7 +15,8 @@ import torch.multiprocessing as mp
 from torch.distributed.device_mesh import init_device_mesh
 
 from megatron_lite.models import GPTModel
-from megatron_lite.parallel.context_parallel import apply_context_parallel, check_context_parallel
+from megatron_lite.config.parallel import check_context_parallel
+from megatron_lite.parallel.context_parallel import apply_context_parallel
 from megatron_lite.training.gpt import loss
 from tests.gpt_testing import compose_gpt
 from tests.parallel.test_context_parallel import free_port
@@ -84,6 +85,7 @@ def test_gpt_through_the_kernel():
 
 def test_unsupported_layouts_are_named():
     with pytest.raises(ValueError, match=r"position_embedding_type='alibi' with model.context_parallel_size=2"):
-        check_context_parallel("alibi", 16, 2)
+        compose_gpt(["model.position_embedding_type=alibi", "model.context_parallel_size=2",
+                     "model.data.data_prefix=[unused]"])
     with pytest.raises(ValueError, match="encoder_seq_length=18 is not divisible by 2 x model.context_parallel"):
-        check_context_parallel("rope", 18, 2)
+        check_context_parallel("rope", 2, {"model.encoder_seq_length": 18})

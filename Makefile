@@ -32,7 +32,7 @@ define cpu_torch
     $(1) install -q --no-deps $(PIP_BOUNDED) --index-url $(PYTORCH_CPU_INDEX) "torch==$(TORCH_VERSION)+cpu"; }; }
 endef
 
-.PHONY: setup train train-t5 test test-gpu lock clean
+.PHONY: setup train train-t5 test test-distributed test-gpu lock clean
 
 # Rebuilt whenever pyproject.toml or the lock changes. The CPU-only pins apply only where the CPU
 # build of torch went in; if it could not be had, torch comes from PyPI with the rest (on Linux
@@ -59,8 +59,18 @@ train-t5: setup
 	$(PY) scripts/prepare_default_corpus.py
 	$(PY) scripts/train.py --config-name=megatron_t5_config +preset=t5/cpu_default
 
+# pytest's exit 5 (no test collected) is no failure.
+define run_pytest
+$(PY) -m pytest -q $(1) tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+endef
+
+# The suite, then the multi-process tests (gloo on the CPU: 2 and 4 processes) as a second step.
 test: setup
-	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+	$(call run_pytest,-m "not distributed")
+	$(call run_pytest,-m distributed)
+
+test-distributed: setup
+	$(call run_pytest,-m distributed)
 
 test-gpu: setup
 	$(PY) -m pytest -q -m gpu tests

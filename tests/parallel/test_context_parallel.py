@@ -16,6 +16,8 @@ import torch.multiprocessing as mp
 from megatron_lite.parallel import gather_from_context_parallel, ring_attention, split_for_context_parallel
 from megatron_lite_kernels.attention_reference import attention_reference
 
+pytestmark = pytest.mark.distributed
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -21,6 +21,8 @@ from megatron_lite.training.gpt import loss
 from tests.gpt_testing import compose_gpt
 from tests.parallel.test_context_parallel import free_port
 
+pytestmark = pytest.mark.distributed
+
 VOCAB, BATCH, SEQLEN = 64, 2, 16
 
 

@@ -2,7 +2,8 @@
 of one process accumulating the same global batch; checkpoints moved between layouts (a sharded
 FSDP checkpoint resumed by one process, one process's file resumed under FSDP, an FSDP file
 resumed without FSDP) continue the uninterrupted run's curve. GPT, on 4 processes with
-context parallel too, and T5 with activation checkpointing and the 'grad' sharding strategy."""
+context parallel or with tensor + sequence parallel too, and T5 with activation checkpointing
+and the 'grad' sharding strategy."""
 
 from __future__ import annotations
 
@@ -99,20 +100,24 @@ def test_data_and_context_parallel_on_four_processes_resume_on_one(corpus, runs,
     assert_same_weights(gpt_one / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
 
 
-def test_a_tensor_parallel_checkpoint_resumes_without_tensor_parallel(corpus, runs, gpt_one):
-    """TP=2 + SP under FSDP equals one process; its sharded checkpoint resumes as TP=1. (The
-    vocabulary is padded to make_vocab_size_divisible_by x tp: 8 x 2 gives one process's 272
-    rows at 16.)"""
-    pytest.importorskip("megatron_lite.parallel.tensor_parallel")
-    tp, resumed = runs / "gpt_tp2", runs / "gpt_tp2_to_one"
-    run_script(tiny_overrides(corpus, tp, {**GPT_EXTRA, **FSDP, "model.tensor_model_parallel_size": 2,
-                                           "model.sequence_parallel": True, "model.make_vocab_size_divisible_by": 8,
-                                           "model.fsdp_sharded_checkpoint": True}))
+def test_tensor_and_data_parallel_on_four_processes_and_checkpoints_both_ways(corpus, runs, gpt_one):
+    """TP=2 + SP x DP=2 (FSDP) on 4 processes equals one process; its sharded checkpoint
+    resumes as TP=1 on one process, and one process's file resumes under TP=2 x DP=2, each on
+    the uninterrupted curve. (The vocabulary is padded to make_vocab_size_divisible_by x tp:
+    8 x 2 gives one process's 272 rows at 16.)"""
+    tp, resumed, back = runs / "gpt_tp2_dp2", runs / "gpt_tp2_dp2_to_one", runs / "gpt_one_to_tp2_dp2"
+    layout = {**GPT_EXTRA, **FSDP, "trainer.devices": 4, "model.tensor_model_parallel_size": 2,
+              "model.sequence_parallel": True, "model.make_vocab_size_divisible_by": 8,
+              "model.fsdp_sharded_checkpoint": True}
+    run_script(tiny_overrides(corpus, tp, layout))
     assert_same_metrics(gpt_one, tp, steps=set(range(6)))
     train(compose_gpt(tiny_overrides(corpus, resumed, {
         **GPT_EXTRA, "exp_manager.resume_from_checkpoint": f"'{checkpoint_at(tp, 3)}'"})))
     assert_same_metrics(gpt_one, resumed, steps=RESUMED_STEPS)
     assert_same_weights(gpt_one / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
+    run_script(tiny_overrides(corpus, back, {
+        **layout, "exp_manager.resume_from_checkpoint": f"'{checkpoint_at(gpt_one, 3)}'"}))
+    assert_same_metrics(gpt_one, back, steps=RESUMED_STEPS)
 
 
 T5_AC = {f"model.{stack}.activations_checkpoint_{key}": value for stack in ("encoder", "decoder")

@@ -24,6 +24,7 @@ from megatron_lite.modules.fused_layout import kv_layout, qkv_layout
 from megatron_lite.modules.kv_cache import CrossAttentionCache, SelfAttentionCache
 from megatron_lite.modules.rotary import RotaryTables, rotate_queries_and_keys
 from megatron_lite.parallel.context_parallel import ring_attention
+from megatron_lite.parallel.random import rank_seeded
 
 
 @functools.cache
@@ -86,12 +87,22 @@ class _Attention(nn.Module):
         # Set by megatron_lite.parallel.apply_context_parallel: this rank then holds a share of
         # every sequence, and attention runs as ring attention over the group.
         self.context_parallel_group: ProcessGroup | None = None
+        # Set by megatron_lite.parallel.apply_tensor_parallel: this rank holds its own heads,
+        # whose dropout draws from a stream of their own (megatron_lite.parallel.random).
+        self.dropout_rank: int | None = None
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, whole_sequence: bool = False,
                **options) -> torch.Tensor:
         """The attention alone, before the output projection: q (B, Sq, Hq, D), k and v
         (B, Sk, Hkv, D) -> (B, Sq, Hq * D); options: causal, masks and biases. whole_sequence:
         q, k, v hold all of the sequence even under context parallelism (decoding with a cache)."""
+        if self.dropout_rank is not None and self.training and self.dropout_p > 0.0:
+            with rank_seeded(self.dropout_rank, q.device):
+                return self._attend(q, k, v, whole_sequence, options)
+        return self._attend(q, k, v, whole_sequence, options)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, whole_sequence: bool,
+                options: dict) -> torch.Tensor:
         if self.context_parallel_group is not None and not whole_sequence:
             return self._ring_attend(q, k, v, **options)
         out = dot_product_attention(

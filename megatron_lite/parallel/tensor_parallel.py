@@ -32,8 +32,9 @@ loss; T5's encoder output is gathered once and read replicated by every cross-at
 
 Dropout masks come from each rank's own generator. Every rank of the tensor-parallel group must be
 seeded alike (Lightning's seed_everything does): replicated activations then draw the same masks
-on every rank, as they must; sharded ones (attention heads, MLP features, sequence shards) draw
-the same stream for different elements.
+on every rank, as they must; sharded ones (attention heads, MLP features, and under sequence
+parallelism the hidden and embedding dropouts) draw from a stream of each rank's own
+(parallel/random.py), as Megatron's RNG tracker forks for its tensor-parallel regions.
 
 Not here: LoRA adapters (refused), generation with a key/value cache (its buffers are sized
 for all heads): generate on one process from the checkpoint.
@@ -63,7 +64,10 @@ from megatron_lite.modules import (
     SandwichBias,
     TransformerBlock,
 )
+from megatron_lite.modules.attention import _Attention
 from megatron_lite.modules.lora import LoraLinear
+from megatron_lite.modules.mlp import MLP
+from megatron_lite.parallel.random import RankSeededDropout
 
 TP_KEY = "model.tensor_model_parallel_size"
 
@@ -77,6 +81,7 @@ def apply_tensor_parallel(model: nn.Module, tp_mesh: DeviceMesh, *, sequence_par
         raise ValueError("LoRA adapters (model.peft.peft_scheme=lora) are not implemented with "
                          f"tensor parallelism ({TP_KEY} > 1)")
     check_tensor_parallel_sizes(model, tp_mesh.size())
+    _seed_sharded_dropout(model, tp_mesh.get_local_rank(), sequence_parallel)
     if isinstance(model, GPTModel):
         _parallelize_gpt(model, tp_mesh, sequence_parallel)
     else:
@@ -111,6 +116,19 @@ def check_tensor_parallel_sizes(model: nn.Module, tp: int) -> None:
             "tensor-parallel size, pads it so; model.override_vocab_size must be a multiple")
     if problems:
         raise ValueError("tensor parallelism: " + "; ".join(problems))
+
+
+def _seed_sharded_dropout(model: nn.Module, rank: int, sequence_parallel: bool) -> None:
+    """Dropout on what this rank holds alone draws from a stream of its own (parallel/random.py):
+    the attention's (its heads), the MLP's (its features), and under sequence parallelism every
+    hidden and embedding dropout (they run on sequence shards; without it on replicated
+    activations, the same mask on every rank). Before any plan hooks the dropout modules."""
+    for parent in list(model.modules()):
+        if isinstance(parent, _Attention):
+            parent.dropout_rank = rank
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Dropout and (sequence_parallel or isinstance(parent, MLP)):
+                setattr(parent, name, RankSeededDropout(child.p, rank))
 
 
 def _activation_layout(sequence_parallel: bool) -> Shard | Replicate:

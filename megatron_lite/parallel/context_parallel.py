@@ -65,23 +65,22 @@ class StepMasks:
     dropout_p: float = 0.0
     seed: torch.Tensor | None = None
 
-    def kernel_args(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def kernel_args(self, seqlen_k: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(key mask uint8 [B, Sk], segment ids int32 [B, Sq + Sk]) as the kernel ops take them."""
-        key_mask = None if self.key_padding_mask is None else self.key_padding_mask.contiguous().view(torch.uint8)
-        segments = None if self.segment_ids is None else torch.cat(self.segment_ids, 1).to(torch.int32).contiguous()
-        return key_mask, segments
+        from megatron_lite_kernels.flash_attention.interface import kernel_masks
+        return kernel_masks(self.key_padding_mask, self.segment_ids, seqlen_k)
 
 
 def _flash_forward(q, k, v, causal, scale, masks: StepMasks):
     from megatron_lite_kernels.flash_attention import flash_attn_forward_op
-    key_mask, segments = masks.kernel_args()
+    key_mask, segments = masks.kernel_args(k.shape[1])
     return flash_attn_forward_op(q, k, v, None, None, key_mask, segments, causal, scale,
                                  masks.dropout_p, masks.seed)
 
 
 def _flash_backward(dout, q, k, v, out, lse, causal, scale, masks: StepMasks):
     from megatron_lite_kernels.flash_attention import flash_attn_backward_op
-    key_mask, segments = masks.kernel_args()
+    key_mask, segments = masks.kernel_args(k.shape[1])
     dq, dk, dv, _ = flash_attn_backward_op(dout, q, k, v, out, lse, None, None, None, key_mask, segments,
                                            causal, scale, masks.dropout_p, masks.seed, False)
     return dq, dk, dv
@@ -127,8 +126,8 @@ def _merge(out, lse, part_out, part_lse):
     return out * weight_old + part_out.float() * weight_new, new_lse
 
 
-def _step_plan(rank: int, source: int, causal: bool, local_len: int) -> tuple[slice, slice, bool] | None:
-    """(local queries, rows of the held keys/values, causal) of one step, or None."""
+def _step_plan(rank: int, source: int, causal: bool, local_len: int) -> tuple[slice, slice, bool]:
+    """(local queries, rows of the held keys/values, causal) of one step."""
     whole, first, second = slice(0, local_len), slice(0, local_len // 2), slice(local_len // 2, local_len)
     if not causal:
         return whole, whole, False
@@ -206,12 +205,10 @@ class _RingAttention(torch.autograd.Function):
         for step in range(world):
             exchange = _RingExchange([held_k, held_v], group) if step + 1 < world else None
             source = (rank - step) % world
-            plan = _step_plan(rank, source, causal, local_len)
-            if plan is not None:
-                rows, keys, step_causal = plan
-                part_out, part_lse = forward(q[:, rows], held_k[:, keys], held_v[:, keys], step_causal, scale,
-                                             masks.step(rank, world, source, rows, keys))
-                out[:, rows], lse[:, :, rows] = _merge(out[:, rows], lse[:, :, rows], part_out, part_lse)
+            rows, keys, step_causal = _step_plan(rank, source, causal, local_len)
+            part_out, part_lse = forward(q[:, rows], held_k[:, keys], held_v[:, keys], step_causal, scale,
+                                         masks.step(rank, world, source, rows, keys))
+            out[:, rows], lse[:, :, rows] = _merge(out[:, rows], lse[:, :, rows], part_out, part_lse)
             if exchange is not None:
                 held_k, held_v = exchange.wait()
         out = out.to(q.dtype)
@@ -232,16 +229,14 @@ class _RingAttention(torch.autograd.Function):
         for step in range(world):
             held_k, held_v, held_dk, held_dv = held
             source = (rank - step) % world
-            plan = _step_plan(rank, source, causal, local_len)
-            if plan is not None:
-                rows, keys, step_causal = plan
-                part_dq, part_dk, part_dv = backward(
-                    dout[:, rows], q[:, rows], held_k[:, keys], held_v[:, keys], out[:, rows],
-                    lse[:, :, rows].contiguous(), step_causal, scale,
-                    masks.step(rank, world, source, rows, keys))
-                dq[:, rows] += part_dq.float()
-                held_dk[:, keys] += part_dk.float()
-                held_dv[:, keys] += part_dv.float()
+            rows, keys, step_causal = _step_plan(rank, source, causal, local_len)
+            part_dq, part_dk, part_dv = backward(
+                dout[:, rows], q[:, rows], held_k[:, keys], held_v[:, keys], out[:, rows],
+                lse[:, :, rows].contiguous(), step_causal, scale,
+                masks.step(rank, world, source, rows, keys))
+            dq[:, rows] += part_dq.float()
+            held_dk[:, keys] += part_dk.float()
+            held_dv[:, keys] += part_dv.float()
             # The last exchange brings every dk, dv home (to the rank after the last holder).
             held = _RingExchange(held, group).wait()
         dk, dv = held[2].to(k.dtype), held[3].to(v.dtype)

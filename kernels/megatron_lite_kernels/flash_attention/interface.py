@@ -8,9 +8,26 @@ import math
 
 import torch
 
+from ..attention_reference import key_padding_to_bool
 from .checks import check_inputs
 from .dropout import seed_tensor
 from .op import EagerFlashAttention, flash_attn_forward_op
+
+
+def kernel_masks(key_padding_mask: torch.Tensor | None,
+                 segment_ids: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None,
+                 seqlen_k: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The masks as the kernel ops take them: the key mask uint8 [B, Sk] (from either accepted
+    form of key_padding_mask), the segment ids int32 [B, S], or [B, Sq + Sk] for a (query ids,
+    key ids) pair (the kernel reads the queries' ids, then the keys')."""
+    key_mask = None
+    if key_padding_mask is not None:
+        key_mask = key_padding_to_bool(key_padding_mask, seqlen_k).contiguous().view(torch.uint8)  # (B, Sk)
+    if isinstance(segment_ids, tuple):
+        segment_ids = torch.cat(segment_ids, dim=1)  # (B, Sq + Sk)
+    if segment_ids is not None:
+        segment_ids = segment_ids.to(torch.int32).contiguous()
+    return key_mask, segment_ids
 
 
 def last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
@@ -54,16 +71,7 @@ def flash_attn_func(
         seed = (torch.randint(0, 2**62, (1,), dtype=torch.int64, device=q.device)
                 if dropout_seed is None else seed_tensor(dropout_seed, q.device))
 
-    key_mask = None
-    if key_padding_mask is not None:
-        if key_padding_mask.dtype != torch.bool:
-            positions = torch.arange(seqlen_k, device=q.device)
-            key_padding_mask = positions[None, :] < key_padding_mask[:, None]
-        key_mask = key_padding_mask.contiguous().view(torch.uint8)  # (B, Sk)
-    if isinstance(segment_ids, tuple):  # the kernel reads the queries' ids, then the keys'
-        segment_ids = torch.cat(segment_ids, dim=1).to(torch.int32).contiguous()  # (B, Sq + Sk)
-    elif segment_ids is not None:
-        segment_ids = segment_ids.to(torch.int32).contiguous()  # (B, S)
+    key_mask, segment_ids = kernel_masks(key_padding_mask, segment_ids, seqlen_k)
     if alibi_slopes is not None:
         alibi_slopes = alibi_slopes.to(torch.float32).contiguous()
     if relative_bias is not None:

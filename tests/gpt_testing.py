@@ -102,9 +102,9 @@ def write_tokenizer_folder(directory: Path) -> str:
     return str(directory)
 
 
-def tiny_run_overrides(data_prefix: str, log_dir: Path) -> dict[str, object]:
-    """The keys every tiny CPU run shares (trainer, logs, batches, byte tokenizer, data, optimizer),
-    whatever the model family."""
+def tiny_trainer_overrides(log_dir: Path) -> dict[str, object]:
+    """The keys every tiny CPU run shares, pretraining or fine-tuning: trainer, logs, batches,
+    byte tokenizer."""
     return {
         "trainer.accelerator": "cpu",
         "trainer.precision": 32,
@@ -121,6 +121,14 @@ def tiny_run_overrides(data_prefix: str, log_dir: Path) -> dict[str, object]:
         "model.make_vocab_size_divisible_by": 16,
         "model.tokenizer.library": "byte",
         "model.tokenizer.model": "null",
+    }
+
+
+def tiny_run_overrides(data_prefix: str, log_dir: Path) -> dict[str, object]:
+    """The keys every tiny CPU pretraining run shares (tiny_trainer_overrides, data, optimizer),
+    whatever the model family."""
+    return {
+        **tiny_trainer_overrides(log_dir),
         "model.data.data_prefix": f"[{data_prefix}]",
         "model.data.num_workers": 0,
         "model.data.splits_string": "'90,10,0'",

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from megatron_lite.config import RunConfig
-from tests.gpt_testing import compose_gpt
+from tests.gpt_testing import compose_gpt, tiny_trainer_overrides
 
 GPT_SFT_CONFIG = "megatron_gpt_sft_config"
 T5_SFT_CONFIG = "megatron_t5_finetuning_config"
@@ -32,21 +32,8 @@ def sft_run_overrides(train_file: str, valid_file: str, log_dir: Path, restore: 
                       extra: dict[str, object] | None = None) -> dict[str, object]:
     """What every tiny fine-tuning run shares, GPT or T5."""
     values: dict[str, object] = {
-        "trainer.accelerator": "cpu",
-        "trainer.precision": 32,
-        "trainer.max_steps": 8,
-        "trainer.val_check_interval": 4,
+        **tiny_trainer_overrides(log_dir),
         "trainer.limit_val_batches": 1,
-        "trainer.log_every_n_steps": 1,
-        "trainer.num_sanity_val_steps": 0,
-        "trainer.enable_progress_bar": False,
-        "trainer.enable_model_summary": False,
-        "exp_manager.explicit_log_dir": str(log_dir),
-        "model.micro_batch_size": 4,
-        "model.global_batch_size": 8,
-        "model.make_vocab_size_divisible_by": 16,
-        "model.tokenizer.library": "byte",
-        "model.tokenizer.model": "null",
         "model.data.train_ds.file_names": f"[{train_file}]",
         "model.data.validation_ds.file_names": f"[{valid_file}]",
         "model.data.train_ds.prompt_template": f"'{TEMPLATE}'",

@@ -8,7 +8,6 @@ import math
 
 import torch
 
-from ..attention_reference import key_padding_to_bool
 from .checks import check_inputs
 from .dropout import seed_tensor
 from .op import EagerFlashAttention, flash_attn_forward_op
@@ -22,7 +21,12 @@ def kernel_masks(key_padding_mask: torch.Tensor | None,
     key ids) pair (the kernel reads the queries' ids, then the keys')."""
     key_mask = None
     if key_padding_mask is not None:
-        key_mask = key_padding_to_bool(key_padding_mask, seqlen_k).contiguous().view(torch.uint8)  # (B, Sk)
+        # Not attention_reference.key_padding_to_bool: this package stays loadable on its own
+        # (load_kernel_copy, scripts/kernel_report.py --kernel-copy).
+        if key_padding_mask.dtype != torch.bool:
+            positions = torch.arange(seqlen_k, device=key_padding_mask.device)
+            key_padding_mask = positions[None, :] < key_padding_mask[:, None]  # (B, Sk)
+        key_mask = key_padding_mask.contiguous().view(torch.uint8)  # (B, Sk)
     if isinstance(segment_ids, tuple):
         segment_ids = torch.cat(segment_ids, dim=1)  # (B, Sq + Sk)
     if segment_ids is not None:

@@ -6,9 +6,9 @@
     python scripts/bench_attention.py --candidate my_edit --providers ours_relbias,cand_relbias
 
 --candidate times an edited copy of the kernel (a copy of the package folder, or a single-module
-kernel file) beside the committed kernel in the same run (providers cand, cand_alibi,
-cand_relbias): the A/B test for a kernel change. docs/benchmarks.md keeps the tables and JSON of
-these runs.
+kernel file) beside the committed kernel in the same run (providers cand, cand_alibi, cand_relbias,
+cand_kerple, cand_sandwich): the A/B test for a kernel change. docs/benchmarks.md keeps the
+tables and JSON of these runs.
 """
 
 import argparse
@@ -29,7 +29,8 @@ from megatron_lite.benchmarks.attention import (
 RATIOS = [("ours", "sdpa_flash"), ("ours_alibi", "ours"), ("ours_relbias", "ours"),
           ("ours_kerple", "ours"), ("ours_sandwich", "ours"), ("ours_alibi", "flex_alibi"),
           ("ours_kerple", "flex_kerple"), ("ours_sandwich", "flex_sandwich"), ("cand", "ours"),
-          ("cand_alibi", "ours_alibi"), ("cand_relbias", "ours_relbias")]
+          ("cand_alibi", "ours_alibi"), ("cand_relbias", "ours_relbias"),
+          ("cand_kerple", "ours_kerple"), ("cand_sandwich", "ours_sandwich")]
 
 
 def parse_args():

@@ -32,6 +32,9 @@ def parse_args():
     parser.add_argument("--kernels", default="fwd,kv,dq",
                         help="fwd, kv (dk/dv), dq, relgrad (the relative bias's gradient)")
     parser.add_argument("--first-only", action="store_true", help="only the first tile of each table")
+    parser.add_argument("--jacobian", type=int, default=0,
+                        help="the dq kernel with a ParametricBias of this many parameters per "
+                             "head (KERPLE: 3; needs HAS_REL_BIAS)")
     return parser.parse_args()
 
 
@@ -65,7 +68,7 @@ def main():
     block_d = tuning.head_block(args.head_dim)
     kernels = {"fwd": (fa.forward.fwd_kernel, tuning.ROW_MAJOR_TILES, {"EVEN_M": True}),
                "kv": (fa.backward.bwd_kv_kernel, tuning.KEY_MAJOR_TILES, {}),
-               "dq": (fa.backward.bwd_q_kernel, tuning.DQ_TILES, {}),
+               "dq": (fa.backward.bwd_q_kernel, tuning.DQ_TILES, {"NUM_JACOBIAN": args.jacobian}),
                "relgrad": (fa.relative_bias_grad.rel_bias_grad_kernel,
                            rel_grad_tiles(fa, "CAUSAL" in features), {})}
     if "relgrad" in args.kernels and "HAS_REL_BIAS" not in features:

@@ -14,7 +14,9 @@ Semantics shared with `megatron_lite_kernels.flash_attention.flash_attn_func`:
   (the pair: one part of a sequence attending to another, as context parallelism's steps do).
 - alibi_slopes: [Hq] or [B, Hq]; adds -slope * |i + Sk - Sq - j| to the scaled scores.
 - relative_bias: [Hq, 2W + 1]; adds relative_bias[h, clamp(j - (i + Sk - Sq), -W, W) + W] (T5's
-  bucketed bias, looked up per distance; gradients flow to it).
+  bucketed bias, looked up per distance; gradients flow to it). Or a ParametricBias (values,
+  params, jacobian): adds its values, and its params get sum over the scores of
+  d loss / d score * jacobian.
 - dropout: the keep-mask [B, Hq, Sq, Sk] is applied to the softmax probabilities, kept ones are
   scaled by 1 / (1 - dropout_p); the log-sum-exp does not see dropout.
 - A query row that sees no key gets a zero output, a log-sum-exp of -inf and zero gradients.
@@ -25,6 +27,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from .flash_attention.interface import ParametricBias
 
 
 def key_padding_to_bool(key_padding_mask: torch.Tensor, seqlen_k: int) -> torch.Tensor:
@@ -86,6 +90,15 @@ def relative_bias_matrix(relative_bias: torch.Tensor, seqlen_q: int, seqlen_k: i
     return by_distance.unfold(1, seqlen_k, 1).flip(1)  # (Hq, Sq, Sk)
 
 
+def linearised(bias: ParametricBias) -> torch.Tensor:
+    """A ParametricBias as one differentiable [Hq, 2W + 1] tensor: its values, plus the
+    jacobian times (params - params), zero, whose gradient with respect to params is the
+    jacobian contracted with the tensor's gradient, as the kernel computes it."""
+    values, params, jacobian = bias
+    change = params - params.detach()  # (K, Hq): zeros that carry params' gradient
+    return values + (change[:, :, None] * jacobian).sum(dim=0)  # (Hq, 2W + 1)
+
+
 def attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -98,7 +111,7 @@ def attention_reference(
     alibi_slopes: torch.Tensor | None = None,
     key_padding_mask: torch.Tensor | None = None,
     segment_ids: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
-    relative_bias: torch.Tensor | None = None,
+    relative_bias: torch.Tensor | ParametricBias | None = None,
     return_lse: bool = False,
 ):
     """Attention by the book. Matmuls run in the inputs' dtype, the softmax in float32 (float64
@@ -120,6 +133,8 @@ def attention_reference(
     scores = torch.matmul(qh, kh.transpose(-1, -2)).to(softmax_dtype) * scale  # (B, Hq, Sq, Sk)
     if alibi_slopes is not None:
         scores = scores + alibi_bias(alibi_slopes, batch, seqlen_q, seqlen_k).to(softmax_dtype)
+    if isinstance(relative_bias, ParametricBias):
+        relative_bias = linearised(relative_bias)
     if relative_bias is not None:
         scores = scores + relative_bias_matrix(relative_bias, seqlen_q, seqlen_k).to(softmax_dtype)
     visible = attention_mask(

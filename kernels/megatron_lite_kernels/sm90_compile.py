@@ -19,6 +19,7 @@ from triton.compiler import ASTSource
 
 FEATURES = ("CAUSAL", "HAS_ALIBI", "HAS_REL_BIAS", "HAS_KEY_MASK", "HAS_SEGMENTS", "HAS_DROPOUT")
 POINTER_TYPES = {"KeyMask": "*u8", "SegIds": "*i32", "Slopes": "*fp32", "RelBias": "*fp16",
+                 "JacBand": "*fp16", "DParams": "*fp32",
                  "DRelBias": "*fp32", "Lse": "*fp32", "Delta": "*fp32", "DLse": "*fp32",
                  "Mask": "*i1", "Bias": "*fp32", "Band": "*fp16", "Seed": "*i64"}
 
@@ -40,8 +41,10 @@ def compile_for_sm90(kernel, constexprs: dict, *, dtype: str = "bf16", num_warps
     ptxas's cap per thread (triton.Config's maxnreg)."""
     fn = jit_function(kernel)
     # a feature flag the kernel does not take (the relative-bias gradient kernel has no
-    # HAS_REL_BIAS: it implies it) is left out; any other unknown name still fails below
-    constexprs = {k: v for k, v in constexprs.items() if k in fn.arg_names or k not in FEATURES}
+    # HAS_REL_BIAS: it implies it; a kernel copy from before ParametricBias no NUM_JACOBIAN) is
+    # left out; any other unknown name still fails below
+    optional = (*FEATURES, "NUM_JACOBIAN")
+    constexprs = {k: v for k, v in constexprs.items() if k in fn.arg_names or k not in optional}
     signature, attrs = {}, {}
     for index, name in enumerate(fn.arg_names):
         if name in constexprs:

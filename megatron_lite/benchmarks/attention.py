@@ -195,12 +195,13 @@ PROVIDERS = {  # name: (builder, bias kind)
 
 
 def load_candidate_kernel(path: str):
-    """Add providers cand, cand_alibi and cand_relbias: `flash_attn_func` of an edited copy of
-    the kernel (kernels/megatron_lite_kernels/flash_attention/) at `path`, loaded by
-    `load_kernel_copy`, to time a kernel change beside the committed kernel in one run. Returns
-    the loaded module."""
+    """Add providers cand, cand_alibi, cand_relbias, cand_kerple and cand_sandwich:
+    `flash_attn_func` of an edited copy of the kernel (kernels/megatron_lite_kernels/
+    flash_attention/) at `path`, loaded by `load_kernel_copy`, to time a kernel change beside
+    the committed kernel in one run. Returns the loaded module."""
     module = load_kernel_copy(path, "megatron_lite_candidate")
-    for name, bias in (("cand", None), ("cand_alibi", "alibi"), ("cand_relbias", "relative")):
+    for name, bias in (("cand", None), ("cand_alibi", "alibi"), ("cand_relbias", "relative"),
+                       ("cand_kerple", "kerple"), ("cand_sandwich", "sandwich")):
         PROVIDERS[name] = (_triton_kernel(module.flash_attn_func), bias)
     return module
 
@@ -317,7 +318,7 @@ def launch_overhead_us(steps: int = 300) -> dict[str, float]:
 
     shape = Shape(1, 1, 128, 64, True)
     ours_op = lambda q, k, v: flash_attn_forward_op(  # noqa: E731  (the custom op, undispatched)
-        q, k, v, None, None, None, None, True, 0.125, 0.0, None)[0]
+        q, k, v, None, None, None, None, None, None, True, 0.125, 0.0, None)[0]
     candidates = {"ours": (_ours(shape, None)[0], False), "ours_custom_op": (ours_op, False),
                   "sdpa_flash": (_sdpa(SDPBackend.FLASH_ATTENTION)(shape, None)[0], True)}
     overhead = {}

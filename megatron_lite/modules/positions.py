@@ -17,9 +17,11 @@ d = j - i' (i' = i + Sk - Sq: bottom-right aligned when Sq != Sk, as in decoding
 Each module gives, per attention call, the keywords of dot_product_attention that carry it
 (`attention_inputs(seqlen_q, seqlen_k)`). KERPLE and Sandwich go as their formula's values at
 every distance the call holds ([H, 2W + 1], W = max(Sq, Sk) - 1): the kernel reads them without
-an [Sq, Sk] tensor, and its gradient of that vector (the scores' gradient summed by distance,
-inside the kernel) flows to KERPLE's parameters through autograd; the PyTorch path expands the
-same values into the [H, Sq, Sk] bias it adds to its scores.
+an [Sq, Sk] tensor. With the flash kernel, KERPLE goes as a ParametricBias: the values, its
+parameters and the values' derivatives with respect to them by distance (`jacobian`), from
+which the kernel reduces the parameters' gradient per head. The PyTorch path expands the
+values into the [H, Sq, Sk] bias it adds to its scores and differentiates the formula itself:
+the reference for the kernel's gradient.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from megatron_lite.config import T5StackConfig, TransformerConfig
+from megatron_lite_kernels.flash_attention import ParametricBias
 
 # KERPLE's parameters are projected into their valid range before every use, as the paper does:
 # positive, and the power at most 2 (the kernel stays conditionally positive definite).
@@ -140,13 +143,17 @@ class KerpleBias(DistanceFunctionBias):
     """KERPLE's learned kernels of |d|, per head. log: -b * log(1 + a * |d|^p), b initialised
     to the ALiBi slopes and a = p = 1 (NeMo's initialisation); power: -r1 * |d|^r2, r1
     initialised to the ALiBi slopes and r2 = 1, so that it starts as ALiBi. Names follow NeMo
-    (kerple_a, kerple_b, kerple_p)."""
+    (kerple_a, kerple_b, kerple_p).
 
-    def __init__(self, num_heads: int, kind: str) -> None:
+    parametric (the flash kernel's form): while gradients are recorded, attention_inputs gives
+    a ParametricBias (values, parameters, jacobian) instead of differentiable values."""
+
+    def __init__(self, num_heads: int, kind: str, *, parametric: bool = False) -> None:
         super().__init__()
         if kind not in ("log", "power"):
             raise ValueError(f"KERPLE's kind is 'log' or 'power', got {kind!r}")
         self.kind = kind
+        self.parametric = parametric
         slopes = alibi_slopes(num_heads)
         if kind == "log":
             self.kerple_a = nn.Parameter(torch.ones(num_heads))
@@ -160,11 +167,42 @@ class KerpleBias(DistanceFunctionBias):
         self._project()
         magnitude = distance.abs().to(torch.float32)[None, :]  # (1, N)
         if self.kind == "log":
-            a, b, p = (local_heads(x)[:, None]
-                       for x in (self.kerple_a, self.kerple_b, self.kerple_p))  # (H, 1) each
+            a, b, p = self.parameter_rows()[:, :, None]  # (H, 1) each
             return -b * torch.log1p(a * magnitude.pow(p))  # (H, N)
-        r1, r2 = local_heads(self.kerple_r1)[:, None], local_heads(self.kerple_r2)[:, None]
+        r1, r2 = self.parameter_rows()[:, :, None]  # (H, 1) each
         return -r1 * magnitude.pow(r2)  # (H, N)
+
+    def parameter_rows(self) -> torch.Tensor:
+        """[K, H]: the parameters of the heads held here, one row each in the formula's order
+        (a, b, p or r1, r2)."""
+        return torch.stack([local_heads(parameter) for parameter in self.parameters()])
+
+    def jacobian(self, distance: torch.Tensor) -> torch.Tensor:
+        """float32 [K, H, N]: d values[h, n] / d parameter_rows()[k, h] at the int64
+        distances [N], by hand (the ParametricBias the kernel reduces; tests check it against
+        autograd)."""
+        magnitude = distance.abs().to(torch.float32)[None, :]  # (1, N)
+        # ln |d|, 0 at d = 0: every term holding it also holds |d|^p = 0 there
+        log_magnitude = torch.log(magnitude.clamp(min=1.0))  # (1, N)
+        if self.kind == "log":
+            a, b, p = self.parameter_rows()[:, :, None]  # (H, 1) each
+            powered = magnitude.pow(p)  # (H, N)
+            ratio = powered / (1.0 + a * powered)  # (H, N)
+            return torch.stack([-b * ratio, -torch.log1p(a * powered),
+                                -b * a * ratio * log_magnitude])  # (3, H, N)
+        r1, r2 = self.parameter_rows()[:, :, None]
+        powered = magnitude.pow(r2)  # (H, N)
+        return torch.stack([-powered, -r1 * powered * log_magnitude])  # (2, H, N)
+
+    def attention_inputs(self, seqlen_q: int, seqlen_k: int) -> dict:
+        if not (self.parametric and torch.is_grad_enabled()):
+            return super().attention_inputs(seqlen_q, seqlen_k)
+        window = distance_window(seqlen_q, seqlen_k)
+        distance = torch.arange(-window, window + 1, device=self.parameter_rows().device)
+        with torch.no_grad():
+            values = self.values(distance)  # (H, 2W + 1)
+            jacobian = self.jacobian(distance)  # (K, H, 2W + 1)
+        return {"relative_bias": ParametricBias(values, self.parameter_rows(), jacobian)}
 
     @torch.no_grad()
     def _project(self) -> None:
@@ -204,9 +242,9 @@ def build_position_bias(cfg: TransformerConfig, *, bidirectional: bool) -> nn.Mo
     if position == "alibi":
         return AlibiBias(heads)
     if position == "kerple":
-        return KerpleBias(heads, "log")
+        return KerpleBias(heads, "log", parametric=cfg.use_flash_attention)
     if position == "kerple_power":
-        return KerpleBias(heads, "power")
+        return KerpleBias(heads, "power", parametric=cfg.use_flash_attention)
     if position == "sandwich":
         return SandwichBias(heads, cfg.head_dim)
     return None

@@ -74,15 +74,16 @@ class StepMasks:
 def _flash_forward(q, k, v, causal, scale, masks: StepMasks):
     from megatron_lite_kernels.flash_attention import flash_attn_forward_op
     key_mask, segments = masks.kernel_args(k.shape[1])
-    return flash_attn_forward_op(q, k, v, None, None, key_mask, segments, causal, scale,
-                                 masks.dropout_p, masks.seed)
+    return flash_attn_forward_op(q, k, v, None, None, None, None, key_mask, segments, causal,
+                                 scale, masks.dropout_p, masks.seed)
 
 
 def _flash_backward(dout, q, k, v, out, lse, causal, scale, masks: StepMasks):
     from megatron_lite_kernels.flash_attention import flash_attn_backward_op
     key_mask, segments = masks.kernel_args(k.shape[1])
-    dq, dk, dv, _ = flash_attn_backward_op(dout, q, k, v, out, lse, None, None, None, key_mask, segments,
-                                           causal, scale, masks.dropout_p, masks.seed, False)
+    dq, dk, dv, _, _ = flash_attn_backward_op(dout, q, k, v, out, lse, None, None, None, None,
+                                              key_mask, segments, causal, scale, masks.dropout_p,
+                                              masks.seed, False)
     return dq, dk, dv
 
 

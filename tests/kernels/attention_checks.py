@@ -1,17 +1,19 @@
 """The accuracy rule for the attention kernel, shared by the CPU (interpreter) and GPU tests.
 
-Each of out, lse, dq, dk, dv (and the relative bias gradient) is compared with a float64
-reference; the kernel's error may be at
-most twice the error of plain PyTorch attention run in the same low precision, plus an absolute
-tolerance of the dtype's rounding at the reference's magnitude (the flash-attention rule).
+Each of out, lse, dq, dk, dv (and the relative bias gradient, or a ParametricBias's params'
+gradient) is compared with a float64 reference; the kernel's error may be at most twice the
+error of plain PyTorch attention run in the same low precision, plus an absolute tolerance of
+the dtype's rounding at the reference's magnitude (the flash-attention rule).
 """
 
 from __future__ import annotations
 
 import torch
 
+import math
+
 from megatron_lite_kernels.attention_reference import attention_reference
-from megatron_lite_kernels.flash_attention import flash_attn_func
+from megatron_lite_kernels.flash_attention import ParametricBias, dropout_keep_mask, flash_attn_func
 
 
 def _attention_with_grads(fn, q, k, v, dout, dlse, bias_dtype, **options):
@@ -86,3 +88,66 @@ def check_flash_attention(q, k, v, *, dlse_weight: float = 0.0, dropout_mask=Non
             f"options {sorted(options)})")
         report[name] = (ours_err, torch_err)
     return report
+
+
+def kerple_log(params: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+    """KERPLE's logarithmic bias [H, N], -b * log(1 + a * |d|^p), of params [3, H] = (a, b, p)."""
+    a, b, p = params[:, :, None]  # (H, 1) each
+    return -b * torch.log1p(a * distance.abs()[None, :] ** p)
+
+
+def kerple_parts(heads: int, seqlen_q: int, seqlen_k: int, device: torch.device | str = "cpu"):
+    """(params [3, H] away from KERPLE's initial values, distances -W..W in float64 with
+    W = max(Sq, Sk) - 1, the jacobian [3, H, 2W + 1] of kerple_log by autograd)."""
+    window = max(seqlen_q, seqlen_k) - 1
+    distance = torch.arange(-window, window + 1, device=device, dtype=torch.float64)
+    params = torch.stack([torch.linspace(0.5, 1.5, heads), torch.linspace(0.1, 0.6, heads),
+                          torch.linspace(0.6, 1.4, heads)]).to(device, torch.float64)
+    jacobian = torch.autograd.functional.jacobian(lambda x: kerple_log(x, distance), params)
+    return params, distance, torch.einsum("hnkh->khn", jacobian)  # (3, H, 2W + 1)
+
+
+def check_parametric_kerple(q, k, v, *, causal: bool, padded: bool) -> None:
+    """KERPLE as a ParametricBias: its params get sum(ds * jacobian) from the dq kernel. Every
+    gradient against autograd through the formula in float64, within twice the error of
+    PyTorch attention in q's dtype (plus the dtype's rounding); padded: with key padding (the
+    second sequence's 9 keys), dropout and an lse gradient as well."""
+    batch, seqlen_q, heads, _ = q.shape
+    seqlen_k, dtype = k.shape[1], q.dtype
+    params, distance, jacobian = kerple_parts(heads, seqlen_q, seqlen_k, q.device)
+    options = {"causal": causal}
+    if padded:
+        options["key_padding_mask"] = torch.tensor([seqlen_k, 9][:batch], device=q.device)
+    mask = dropout_keep_mask(batch, heads, seqlen_q, seqlen_k, 0.2, dropout_seed=3,
+                             device=q.device)
+    generator = torch.Generator(device=q.device).manual_seed(7)
+    dout = torch.randn(q.shape, generator=generator, device=q.device).to(dtype)
+    dlse = 0.5 * torch.randn(batch, heads, seqlen_q, generator=generator, device=q.device)
+
+    def gradients(attention, inputs, bias_of):
+        inputs = [x.detach().requires_grad_() for x in inputs]
+        out, lse = attention(*inputs[:3], relative_bias=bias_of(inputs[3]), return_lse=True,
+                             **options)
+        loss = (out.double() * dout.double()).sum()
+        if padded:
+            loss = loss + (torch.where(torch.isfinite(lse), lse, 0.0).double() * dlse).sum()
+        return torch.autograd.grad(loss, inputs)
+
+    kernel_options = {"dropout_p": 0.2, "dropout_seed": 3} if padded else {}
+    reference_options = {"dropout_p": 0.2, "dropout_mask": mask} if padded else {}
+    kernel = gradients(
+        lambda *x, **o: flash_attn_func(*x, **o, **kernel_options), (q, k, v, params.float()),
+        lambda p: ParametricBias(kerple_log(p.detach().double(), distance).float(), p,
+                                 jacobian.float()))
+    exact = gradients(lambda *x, **o: attention_reference(*x, **o, **reference_options),
+                      (q.double(), k.double(), v.double(), params),
+                      lambda p: kerple_log(p, distance))
+    plain = gradients(lambda *x, **o: attention_reference(*x, **o, **reference_options),
+                      (q, k, v, params.float()), lambda p: kerple_log(p, distance.float()))
+    for name, ours, torch_error, expected in zip(["dq", "dk", "dv", "dparams"], kernel, plain,
+                                                 exact):
+        tolerance = torch.finfo(dtype).eps * expected.abs().max().item()
+        if name == "dparams":  # a sum of B * Sq * Sk terms per head, in another order
+            tolerance *= math.sqrt(batch * seqlen_q * seqlen_k)
+        error = (ours.double() - expected).abs().max().item()
+        assert error <= 2 * (torch_error.double() - expected).abs().max().item() + tolerance, name

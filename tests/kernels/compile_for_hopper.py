@@ -41,7 +41,9 @@ def main() -> int:
         # bias's gradient kernel walks the same tiles without a causal mask (and rotates one),
         # square ones of its own with one.
         kernels = [(fwd_kernel, {"EVEN_M": False}), (bwd_kv_kernel, {"BLOCK_N": 128}),
-                   (bwd_q_kernel, {})]
+                   (bwd_q_kernel, {"NUM_JACOBIAN": 0})]
+        if flags["HAS_REL_BIAS"]:  # the dq kernel as KERPLE takes it: a ParametricBias of 3
+            kernels.append((bwd_q_kernel, {"NUM_JACOBIAN": 3}))
         if flags["HAS_REL_BIAS"]:
             kernels.append((rel_bias_grad_kernel, {} if flags["CAUSAL"] else {"BLOCK_N": 128}))
         for kernel, extra in kernels:
@@ -52,8 +54,7 @@ def main() -> int:
     for kernel, constexprs in ((bwd_delta_kernel, dict(HAS_DLSE=True, HEAD_DIM=96, BLOCK_D=128,
                                                        BLOCK_M=64)),
                                (dropout_mask_kernel, dict(BLOCK_M=32, BLOCK_N=32)),
-                               (band_kernel, dict(MIRRORED=True, CAUSAL=True, BLOCK_R=32,
-                                                  BLOCK_C=256))):
+                               (band_kernel, dict(MIRRORED=True, CAUSAL=True, BLOCK_C=256))):
         try:
             compile_for_sm90(kernel, constexprs)
         except Exception as error:

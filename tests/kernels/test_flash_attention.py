@@ -16,15 +16,21 @@ from hypothesis import strategies as st
 from megatron_lite_kernels.attention_reference import attention_reference
 from megatron_lite_kernels.flash_attention import (
     FlashAttentionUnavailable,
+    ParametricBias,
     dropout_keep_mask,
     flash_attn_forward_op,
     flash_attn_func,
 )
 from megatron_lite_kernels.flash_attention import buffers, launch, support
-from megatron_lite_kernels.flash_attention.constants import LOG2E
+from megatron_lite_kernels.flash_attention.constants import BAND_ROWS, LOG2E
 from megatron_lite_kernels.flash_attention.relative_bias import relative_bias_band
 from megatron_lite_kernels.flash_attention.relative_bias_grad import walk_range, window_zone
-from tests.kernels.attention_checks import check_flash_attention
+from tests.kernels.attention_checks import (
+    check_flash_attention,
+    check_parametric_kerple,
+    kerple_log,
+    kerple_parts,
+)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -240,31 +246,61 @@ def test_relative_bias_gradient_with_lse_gradient_and_blind_rows(poisoned_output
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("keys_major", [False, True])
-@pytest.mark.parametrize("window,seqlen_q,seqlen_k", [(3, 200, 200), (128, 640, 517), (40, 96, 1000)])
+@pytest.mark.parametrize("window,seqlen_q,seqlen_k",
+                         [(3, 200, 200), (128, 640, 517), (40, 96, 1000), (299, 300, 300)])
 @pytest.mark.parametrize("rows,cols", [(128, 128), (64, 128), (128, 64), (16, 32)])
 def test_relative_bias_band_holds_every_tiles_bias(window, seqlen_q, seqlen_k, rows, cols,
                                                    keys_major, causal):
-    """The kernels read a tile's bias as a block of the band at a clamped, 16-aligned column
-    (band_tile); for every tile of the grid that block is log2(e) * bias[clamp(j - i')], and
-    -inf where j > i' with a causal mask (the kernels take the mask from the band). The
-    forward's and dq's tiles are (queries, keys), the dk/dv kernel's (keys, queries)."""
+    """The kernels read a tile's bias from the band (band_tile, band_tile_offsets): its row r
+    from band row r % R, R * (r // R) columns left of a first column clamped into
+    [rows - R, C - cols] and 16-aligned; for every tile of the grid that is log2(e) *
+    bias[clamp(j - i')], and -inf where j > i' with a causal mask (the kernels take the mask
+    from the band). The forward's and dq's tiles are (queries, keys), the dk/dv kernel's
+    (keys, queries)."""
     bias = t5_style_relative_bias(2, window).double()
     band, band_start = relative_bias_band(bias, seqlen_q, seqlen_k, torch.float32, keys_major,
                                           causal)
-    band_cols = band.shape[2]
-    assert band_start % 16 == 0 and band_cols % 16 == 0
+    band_rows, band_cols = band.shape[1:]
+    assert band_start % 16 == 0 and band_cols % 16 == 0 and band_rows == BAND_ROWS.value
     r = torch.arange(rows)[:, None]
     c = torch.arange(cols)[None, :]
     row_len, col_len = (seqlen_k, seqlen_q) if keys_major else (seqlen_q, seqlen_k)
     for start_r in range(0, row_len, rows):
         for start_c in range(0, col_len, cols):
-            col = min(max(start_c - start_r + band_start, 0), band_cols - cols)
+            col = min(max(start_c - start_r + band_start, rows - band_rows), band_cols - cols)
+            read = band[:, r % band_rows, col + c - band_rows * (r // band_rows)]
             queries, keys = (start_c + c, start_r + r) if keys_major else (start_r + r, start_c + c)
             distance = keys - queries - (seqlen_k - seqlen_q)
             expected = bias[:, distance.clamp(-window, window) + window] * LOG2E.value
             if causal:
                 expected = expected.masked_fill(distance > 0, float("-inf"))
-            torch.testing.assert_close(band[:, r, col + c], expected.float(), rtol=1e-6, atol=0)
+            torch.testing.assert_close(read, expected.float(), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("seqlen_q,seqlen_k,padded", [(40, 40, False), (17, 50, True),
+                                                      (50, 23, False)])
+def test_parametric_bias_gives_its_parameters_their_gradient(seqlen_q, seqlen_k, padded, causal,
+                                                             dtype):
+    check_parametric_kerple(*qkv(2, seqlen_q, seqlen_k, 4, 2, 32, dtype=dtype), causal=causal,
+                            padded=padded)
+
+
+def test_parametric_bias_bad_input_names_the_problem():
+    q, k, v = qkv(1, 8, 10, 2, 2, 16)
+    params, distance, jacobian = kerple_parts(2, 8, 10, DEVICE)
+    values = kerple_log(params, distance).float()
+    params, jacobian = params.float().requires_grad_(), jacobian.float()
+    cases = [
+        (ParametricBias(values[:, 2:-2], params, jacobian[:, :, 2:-2]), "every distance"),
+        (ParametricBias(values.clone().requires_grad_(), params, jacobian), "values require grad"),
+        (ParametricBias(values, params[:, :1], jacobian), r"params must be \[K, Hq\]"),
+        (ParametricBias(values, params, jacobian[:2]), r"jacobian must be \[K, Hq"),
+    ]
+    for bias, message in cases:
+        with pytest.raises(ValueError, match=message):
+            flash_attn_func(q, k, v, relative_bias=bias)
 
 
 def test_dropout_matches_reference_given_the_kernels_mask(poisoned_outputs):
@@ -430,11 +466,16 @@ def test_custom_op_registration_passes_opcheck():
     lengths = torch.tensor([20], device=DEVICE)
     key_mask = (torch.arange(24, device=DEVICE)[None] < lengths[:, None]).view(torch.uint8)
     relative_bias = torch.randn(2, 9, device=DEVICE, requires_grad=True)
-    torch.library.opcheck(flash_attn_forward_op,
-                          (q, k, v, None, relative_bias, key_mask, None, True, 0.25, 0.0, None))
+    torch.library.opcheck(flash_attn_forward_op, (q, k, v, None, relative_bias, None, None,
+                                                  key_mask, None, True, 0.25, 0.0, None))
     seed = torch.tensor([5], device=DEVICE)
-    torch.library.opcheck(flash_attn_forward_op,
-                          (q, k, v, None, None, None, None, False, 0.25, 0.2, seed))
+    torch.library.opcheck(flash_attn_forward_op, (q, k, v, None, None, None, None, None, None,
+                                                  False, 0.25, 0.2, seed))
+    # a ParametricBias: values, params [K, Hq] and jacobian [K, Hq, 2W + 1], W = 23
+    params, distance, jacobian = kerple_parts(2, 20, 24, DEVICE)
+    torch.library.opcheck(flash_attn_forward_op, (
+        q, k, v, None, kerple_log(params, distance).float(), params.float().requires_grad_(),
+        jacobian.float(), None, None, True, 0.25, 0.0, None))
 
 
 def test_broadcast_lse_gradient():

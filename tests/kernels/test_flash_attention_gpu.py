@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from megatron_lite_kernels.flash_attention import dropout_keep_mask
-from tests.kernels.attention_checks import check_flash_attention
+from tests.kernels.attention_checks import check_flash_attention, check_parametric_kerple
 
 pytestmark = pytest.mark.gpu
 
@@ -104,3 +104,11 @@ def test_biases_over_every_distance(kind, causal):
     by_distance = module.cuda().attention_inputs(seqlen, seqlen)["relative_bias"].detach()
     check_flash_attention(*qkv(1, seqlen, seqlen, heads, heads, 64, torch.bfloat16),
                           causal=causal, relative_bias=by_distance)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_parametric_kerple(causal):
+    # KERPLE as the models hand it to the kernel: the params' gradient reduced per head in the
+    # dq kernel from the jacobian's bands (fp16 for bf16 inputs), with padding and dropout.
+    check_parametric_kerple(*qkv(2, 2048, 2048, 8, 4, 64, torch.bfloat16), causal=causal,
+                            padded=True)

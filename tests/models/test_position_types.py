@@ -22,6 +22,7 @@ from megatron_lite.modules import (
     rotate_queries_and_keys,
 )
 from megatron_lite.training import masked_lm_loss
+from megatron_lite_kernels.flash_attention import ParametricBias
 from tests.models.test_t5 import assert_same_loss_and_gradients, twin
 from tests.modules.test_attention import needs_kernel_on_cpu
 
@@ -86,6 +87,31 @@ def test_kerple_parameters_are_projected_into_their_valid_range_and_keep_their_g
     # at the bound, a parameter still gets a gradient, so training can move it back
     value.backward()
     assert all(p.grad[0] != 0 for p in log.parameters())
+
+
+@pytest.mark.parametrize("kind", ["log", "power"])
+def test_kerple_jacobian_is_the_formulas_derivative(kind):
+    # The flash kernel's gradient of KERPLE's parameters is only as right as this hand-written
+    # jacobian: against autograd through values(), d = 0 included (where ln |d| is not finite).
+    module = perturbed_kerple(KerpleBias(3, kind))
+    distance = torch.arange(-6, 7)
+    values = module.values(distance)  # (H, N)
+    expected = torch.stack([
+        torch.stack([torch.stack(torch.autograd.grad(values[h, n], list(module.parameters()),
+                                                     retain_graph=True))[:, h]
+                     for n in range(distance.numel())], dim=-1)
+        for h in range(3)], dim=1)  # (K, H, N)
+    torch.testing.assert_close(module.jacobian(distance), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_kerple_goes_to_the_kernel_as_a_parametric_bias_while_training_only():
+    flash = KerpleBias(2, "log", parametric=True)
+    bias = flash.attention_inputs(5, 5)["relative_bias"]
+    assert isinstance(bias, ParametricBias) and bias.params.requires_grad
+    assert not bias.values.requires_grad and bias.jacobian.shape == (3, 2, 9)
+    with torch.no_grad():  # generation: the values alone
+        assert isinstance(flash.attention_inputs(5, 5)["relative_bias"], torch.Tensor)
+    assert isinstance(KerpleBias(2, "log").attention_inputs(5, 5)["relative_bias"], torch.Tensor)
 
 
 def test_sandwich_values_are_the_inner_product_of_sinusoids():

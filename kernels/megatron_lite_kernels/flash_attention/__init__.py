@@ -35,6 +35,11 @@ Supported:
   (recomputing two of the tiles' matrix products); the dk/dv kernel sums the far tiles' ds
   right of the window (entry +W; without a causal mask); entry -W is minus the sum of all
   others, since every row of ds sums to zero.
+- A bias by distance that is a function of a few parameters per head (KERPLE): a
+  ParametricBias (values, params [K, Hq], jacobian [K, Hq, 2W + 1] by distance) as
+  relative_bias. The values go in as above; the params' gradient, sum of ds * jacobian, is
+  reduced per head in the dq kernel from bands of the jacobian, so such a bias needs no
+  gradient by distance and no walk (a full-range window has no far tiles to sum either).
 - The gradient of the returned lse, folded into delta (ds = p * (dp - delta + dlse)).
 
 Limits: on a CPU the kernels run only under TRITON_INTERPRET=1 (the Triton interpreter, slow;
@@ -52,13 +57,14 @@ Layout, in the order a reader meets it:
 """
 from .constants import MAX_HEAD_DIM
 from .dropout import dropout_keep_mask
-from .interface import flash_attn_func
+from .interface import ParametricBias, flash_attn_func
 from .op import flash_attn_backward_op, flash_attn_forward_op
 from .support import FlashAttentionUnavailable, flash_attention_supported
 
 __all__ = [
     "MAX_HEAD_DIM",
     "FlashAttentionUnavailable",
+    "ParametricBias",
     "dropout_keep_mask",
     "flash_attention_supported",
     "flash_attn_backward_op",

@@ -17,9 +17,10 @@ from .common import (
     query_block,
     scores,
 )
-from .constants import BAND_ALIGN, LN2, LOG2E
+from .constants import LN2, LOG2E
 from .relative_bias import (
     band_tile,
+    band_tile_offsets,
     block_start,
     flush_far_rel_bias_grad,
     kv_near,
@@ -147,7 +148,7 @@ def _bwd_kv_inner(
     near = kv_near(start_n, seqlen_q, seqlen_k, rel_window, edges,
                    WIDEN=CAUSAL and MASK_EDGES and REL_ZONES, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N)
     # (BLOCK_N, BLOCK_M): the key-major band, queries contiguous like the tile's rows
-    band_offsets = offs_n[:, None] * tl.multiple_of(band_cols, BAND_ALIGN) + offs_m[None, :]
+    band_offsets = band_tile_offsets(offs_n[:, None], offs_m[None, :], band_cols)
     for zone in tl.static_range(2 if REL_ZONES else 1):
         loop_lo, loop_hi, hole, hole_width = zone_bounds(lo, hi, near, ZONE=zone, SPLIT=REL_ZONES)
         # Two stages with a relative bias, except for the causal far zone (no gradient sums
@@ -287,24 +288,25 @@ def bwd_kv_kernel(
 
 @triton.jit
 def _bwd_q_inner(
-    dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
+    dq, jacobian_sums, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
     start_m, lo, hi, edges, offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale, alibi_slope,
-    band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row, seg_row, seed,
-    batch_head, dropout_p,
+    band_row, band_cols, band_start, rel_window, rel_ends, jacobian_row, stride_jac_k,
+    key_mask_row, seg_row, seed, batch_head, dropout_p,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    MASK_EDGES: tl.constexpr, REL_ZONES: tl.constexpr, HEAD_DIM: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    NUM_JACOBIAN: tl.constexpr, MASK_EDGES: tl.constexpr, REL_ZONES: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """dq of the query block at start_m over key blocks [lo, hi), in relative-bias zones and
-    with the edge blocks as in the forward."""
+    with the edge blocks as in the forward; and a ParametricBias's row sums (jacobian_sums,
+    (BLOCK_M, 4): column k sums ds * jacobian k, see accumulate_jacobian)."""
     rows = (start_m + offs_m)[:, None]  # (BLOCK_M, 1)
     near = window_blocks(start_m + seqlen_k - seqlen_q, rel_window, OWN_BLOCK=BLOCK_M,
                          WALK_BLOCK=BLOCK_N)
     near = with_edges(near, edges, WIDEN=MASK_EDGES and REL_ZONES)
     # (BLOCK_M, BLOCK_N)
-    band_offsets = offs_m[:, None] * tl.multiple_of(band_cols, BAND_ALIGN) + offs_n[None, :]
+    band_offsets = band_tile_offsets(offs_m[:, None], offs_n[None, :], band_cols)
     for zone in tl.static_range(2 if REL_ZONES else 1):
         loop_lo, loop_hi, hole, hole_width = zone_bounds(lo, hi, near, ZONE=zone, SPLIT=REL_ZONES)
         # The window zone at two stages with a relative bias, the far zone at the tiles' own.
@@ -332,26 +334,51 @@ def _bwd_q_inner(
                 dp = tl.where(keep, dp * (1.0 / (1.0 - dropout_p)), 0.0)
             ds = p * (dp - delta[:, None])
             dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
-    return dq
+            if NUM_JACOBIAN > 0 and zone == 0:  # its window holds every distance: no far zone
+                jacobian_sums = accumulate_jacobian(
+                    jacobian_sums, ds, jacobian_row, stride_jac_k, start_m, start_n, band_start,
+                    band_cols, band_offsets,
+                    NUM_JACOBIAN=NUM_JACOBIAN, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N)
+    return dq, jacobian_sums
+
+
+@triton.jit
+def accumulate_jacobian(jacobian_sums, ds, jacobian_row, stride_jac_k, start_m, start_n,
+                        band_start, band_cols, band_offsets, NUM_JACOBIAN: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """jacobian_sums (BLOCK_M, 4) plus, in column k < NUM_JACOBIAN, the row sums of ds
+    (BLOCK_M, BLOCK_N) times the tile of jacobian k's band (log2(e) * d bias / d param k,
+    scaled, see launch._jacobian_band): the tile's share of d loss / d param k. Row sums keep
+    the accumulator small; the program reduces it once, at the end."""
+    which = tl.arange(0, 4)[None, :]  # (1, 4)
+    for index in tl.static_range(NUM_JACOBIAN):
+        tile = band_tile(jacobian_row + index * stride_jac_k, start_m, start_n, band_start,
+                         band_cols, band_offsets, QUERIES=BLOCK_M, KEYS=BLOCK_N)
+        row_sums = tl.sum(ds * tl.load(tile).to(tl.float32), axis=1)  # (BLOCK_M,)
+        jacobian_sums += tl.where(which == index, row_sums[:, None], 0.0)
+    return jacobian_sums
 
 
 @triton.jit
 def bwd_q_kernel(
-    Q, K, V, DOut, Lse, Delta, DQ, Slopes, RelBias, KeyMask, SegIds,
+    Q, K, V, DOut, Lse, Delta, DQ, Slopes, RelBias, KeyMask, SegIds, JacBand, DParams,
     stride_qb, stride_qm, stride_qh,
     stride_kb, stride_kn, stride_kh,
     stride_vb, stride_vn, stride_vh,
     stride_dob, stride_dom, stride_doh,
     stride_dqb, stride_dqm, stride_dqh,
-    stride_slopes_b, stride_relbias_h, stride_keymask_b, stride_seg_b,
+    stride_slopes_b, stride_relbias_h, stride_keymask_b, stride_seg_b, stride_jac_k,
     num_heads, kv_group, seqlen_q, seqlen_k, seqlen_bucket, rel_window, band_cols, band_start,
     qk_scale, dropout_p, Seed,
     CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_REL_BIAS: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_SEGMENTS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    NUM_JACOBIAN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """One program per (query block, batch, head): dq over the keys the block sees."""
+    """One program per (query block, batch, head): dq over the keys the block sees, and with
+    a ParametricBias (NUM_JACOBIAN parameters per head; JacBand their jacobian's bands, the
+    parameter's stride stride_jac_k, the head's stride_relbias_h as the values' band) the
+    block's share of their gradient, added to DParams [NUM_JACOBIAN, Hq]."""
     b, h, h_kv, batch_head, start_m = query_block(seqlen_q, num_heads, kv_group,
                                                   BLOCK_M=BLOCK_M, CAUSAL=CAUSAL)
 
@@ -377,31 +404,38 @@ def bwd_q_kernel(
     seg_row = SegIds + b * stride_seg_b
     seed = load_seed(Seed, HAS_DROPOUT=HAS_DROPOUT)
 
+    jacobian_row = JacBand + h * stride_relbias_h
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    jacobian_sums = tl.zeros([BLOCK_M, 4], dtype=tl.float32)
     full, end = causal_key_range(start_m, seqlen_q, seqlen_k, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
                                  CAUSAL=CAUSAL)
     merge_edges: tl.constexpr = CAUSAL and HAS_REL_BIAS  # as in the forward
     split = end if merge_edges else full
-    dq = _bwd_q_inner(
-        dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
+    dq, jacobian_sums = _bwd_q_inner(
+        dq, jacobian_sums, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
         start_m, 0, split, (full, end), offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale,
-        alibi_slope, band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row,
-        seg_row, seed, batch_head, dropout_p,
+        alibi_slope, band_row, band_cols, band_start, rel_window, rel_ends, jacobian_row,
+        stride_jac_k, key_mask_row, seg_row, seed, batch_head, dropout_p,
         CAUSAL=CAUSAL, HAS_ALIBI=HAS_ALIBI, HAS_REL_BIAS=HAS_REL_BIAS, HAS_KEY_MASK=HAS_KEY_MASK,
-        HAS_SEGMENTS=HAS_SEGMENTS, HAS_DROPOUT=HAS_DROPOUT, MASK_EDGES=merge_edges,
-        REL_ZONES=HAS_REL_BIAS, HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+        HAS_SEGMENTS=HAS_SEGMENTS, HAS_DROPOUT=HAS_DROPOUT, NUM_JACOBIAN=NUM_JACOBIAN,
+        MASK_EDGES=merge_edges, REL_ZONES=HAS_REL_BIAS, HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M,
+        BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, DOT_PRECISION=DOT_PRECISION,
+    )
+    dq, jacobian_sums = _bwd_q_inner(
+        dq, jacobian_sums, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
+        start_m, split, end, (split, end), offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale,
+        alibi_slope, band_row, band_cols, band_start, rel_window, rel_ends, jacobian_row,
+        stride_jac_k, key_mask_row, seg_row, seed, batch_head, dropout_p,
+        CAUSAL=CAUSAL, HAS_ALIBI=HAS_ALIBI, HAS_REL_BIAS=HAS_REL_BIAS, HAS_KEY_MASK=HAS_KEY_MASK,
+        HAS_SEGMENTS=HAS_SEGMENTS, HAS_DROPOUT=HAS_DROPOUT, NUM_JACOBIAN=NUM_JACOBIAN,
+        MASK_EDGES=True, REL_ZONES=False, HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
         BLOCK_D=BLOCK_D, DOT_PRECISION=DOT_PRECISION,
     )
-    dq = _bwd_q_inner(
-        dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn,
-        start_m, split, end, (split, end), offs_m, offs_n, offs_d, seqlen_q, seqlen_k, qk_scale,
-        alibi_slope, band_row, band_cols, band_start, rel_window, rel_ends, key_mask_row,
-        seg_row, seed, batch_head, dropout_p,
-        CAUSAL=CAUSAL, HAS_ALIBI=HAS_ALIBI, HAS_REL_BIAS=HAS_REL_BIAS, HAS_KEY_MASK=HAS_KEY_MASK,
-        HAS_SEGMENTS=HAS_SEGMENTS, HAS_DROPOUT=HAS_DROPOUT, MASK_EDGES=True, REL_ZONES=False,
-        HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D,
-        DOT_PRECISION=DOT_PRECISION,
-    )
+    if NUM_JACOBIAN > 0:
+        # ds is d loss / d score in natural units, the band log2(e) times the jacobian
+        which = tl.arange(0, 4)
+        tl.atomic_add(DParams + which * num_heads + h, tl.sum(jacobian_sums, axis=0) * LN2,
+                      mask=which < NUM_JACOBIAN, sem="relaxed")
     dq = dq * (qk_scale * LN2)
     tl.store(DQ + b.to(tl.int64) * stride_dqb + h * stride_dqh + rows[:, None] * stride_dqm
              + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=q_mask)

@@ -50,6 +50,8 @@ def check_inputs(q, k, v, alibi_slopes, relative_bias, key_padding_mask, segment
         if alibi_slopes.requires_grad:
             raise ValueError("flash_attn_func: alibi_slopes requires grad, but the kernel gives "
                              "ALiBi slopes no gradient; pass fixed slopes (detach them)")
+    if isinstance(relative_bias, tuple):  # a ParametricBias
+        relative_bias = _check_parametric_bias(*relative_bias, heads_q, seqlen_q, seqlen_k)
     if relative_bias is not None:
         if (relative_bias.dim() != 2 or relative_bias.shape[0] != heads_q
                 or relative_bias.shape[1] % 2 != 1 or not relative_bias.is_floating_point()):
@@ -97,3 +99,29 @@ def check_inputs(q, k, v, alibi_slopes, relative_bias, key_padding_mask, segment
             f"flash_attn_func: the Triton kernel needs a CUDA device, got tensors on {q.device} "
             "(set TRITON_INTERPRET=1 before importing megatron_lite_kernels to run it on the "
             "CPU, slowly)")
+
+
+def _check_parametric_bias(values, params, jacobian, heads_q, seqlen_q, seqlen_k):
+    """A ParametricBias's parts against each other and the call; returns its values, which
+    are then checked as any relative bias."""
+    if values.requires_grad:
+        raise ValueError("flash_attn_func: a ParametricBias's values require grad, but its "
+                         "gradient reaches only its params (through the jacobian); pass the "
+                         "values detached")
+    count = params.shape[0] if params.dim() == 2 else 0
+    if params.dim() != 2 or params.shape[1] != heads_q or not 1 <= count <= 4:
+        raise ValueError(f"flash_attn_func: a ParametricBias's params must be [K, Hq] = "
+                         f"[1..4, {heads_q}], got {tuple(params.shape)}")
+    if tuple(jacobian.shape) != (count, *values.shape):
+        raise ValueError(f"flash_attn_func: a ParametricBias's jacobian must be [K, Hq, 2W + 1] = "
+                         f"[{count}, {', '.join(map(str, values.shape))}] (params [K, Hq], values "
+                         f"[Hq, 2W + 1]), got {tuple(jacobian.shape)}")
+    if params.device != values.device or jacobian.device != values.device:
+        raise ValueError(f"flash_attn_func: a ParametricBias's parts are on {values.device}, "
+                         f"{params.device} and {jacobian.device}; they must share one device")
+    window = (values.shape[-1] - 1) // 2
+    if window < max(seqlen_q, seqlen_k) - 1:
+        raise ValueError(f"flash_attn_func: a ParametricBias must hold every distance of the "
+                         f"call, W >= max(Sq, Sk) - 1 = {max(seqlen_q, seqlen_k) - 1}, got "
+                         f"W = {window} (values {tuple(values.shape)})")
+    return values

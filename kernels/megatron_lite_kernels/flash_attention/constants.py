@@ -16,8 +16,12 @@ INT31_TO_UNIT = tl.constexpr(4.6566127342e-10)
 
 MAX_HEAD_DIM = 256
 
-# The relative bias's band (see relative_bias.relative_bias_band): it serves tiles of up to
-# BAND_ROWS queries (keys, key-major) and 2 * BAND_ROWS queries + keys, and its columns and
-# every tile's first column are multiples of BAND_ALIGN, so tiles read it with 16-byte loads.
-BAND_ROWS = tl.constexpr(128)
+# The relative bias's band (see relative_bias.relative_bias_band): BAND_ROWS rows per head, a
+# tile's row r reading row r % BAND_ROWS shifted left by r - r % BAND_ROWS columns. It serves
+# tiles of up to BAND_SPAN queries + keys whose query count (key count, key-major) is a multiple
+# of BAND_ROWS; its columns and every tile's first column are multiples of BAND_ALIGN, so tiles
+# read it with 16-byte loads. Few rows keep the band small enough to stay in the L2 cache when
+# the bias spans every distance of a long sequence (KERPLE, Sandwich).
+BAND_ROWS = tl.constexpr(16)
+BAND_SPAN = tl.constexpr(256)
 BAND_ALIGN = tl.constexpr(16)

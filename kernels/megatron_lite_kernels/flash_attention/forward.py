@@ -13,8 +13,15 @@ from .common import (
     query_block,
     scores,
 )
-from .constants import BAND_ALIGN, LN2
-from .relative_bias import block_start, rel_bias_ends, window_blocks, with_edges, zone_bounds
+from .constants import LN2
+from .relative_bias import (
+    band_tile_offsets,
+    block_start,
+    rel_bias_ends,
+    window_blocks,
+    with_edges,
+    zone_bounds,
+)
 
 
 @triton.jit
@@ -40,7 +47,7 @@ def _fwd_inner(
                          WALK_BLOCK=BLOCK_N)
     near = with_edges(near, edges, WIDEN=MASK_EDGES and REL_ZONES)
     # (BLOCK_M, BLOCK_N)
-    band_offsets = offs_m[:, None] * tl.multiple_of(band_cols, BAND_ALIGN) + offs_n[None, :]
+    band_offsets = band_tile_offsets(offs_m[:, None], offs_n[None, :], band_cols)
     for zone in tl.static_range(2 if REL_ZONES else 1):
         loop_lo, loop_hi, hole, hole_width = zone_bounds(lo, hi, near, ZONE=zone, SPLIT=REL_ZONES)
         # Edge blocks with a relative bias at two stages, the zones at the tiles' own (three):

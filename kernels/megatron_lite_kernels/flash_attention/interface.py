@@ -5,12 +5,31 @@ Function."""
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
 from .checks import check_inputs
 from .dropout import seed_tensor
 from .op import EagerFlashAttention, flash_attn_forward_op
+
+
+class ParametricBias(NamedTuple):
+    """A bias by distance that is a function of a few learned parameters per head (KERPLE), as
+    `relative_bias` takes it: its values, the parameters, and the values' derivatives with
+    respect to them, by distance. The kernel adds `values` as it adds any relative bias and
+    gives `params` their gradient, sum over the scores of d loss / d score * jacobian, reduced
+    per head in the dq kernel: no gradient by distance, and so no walk over the tiles a second
+    time (which a bias learned per distance, T5's, needs).
+
+    values [Hq, 2W + 1] (constant: not requiring grad), params [K, Hq] (K <= 4), jacobian
+    [K, Hq, 2W + 1] = d values[h, d] / d params[k, h]. The window must hold every distance of
+    the call: W >= max(Sq, Sk) - 1.
+    """
+
+    values: torch.Tensor
+    params: torch.Tensor
+    jacobian: torch.Tensor
 
 
 def kernel_masks(key_padding_mask: torch.Tensor | None,
@@ -50,7 +69,7 @@ def flash_attn_func(
     alibi_slopes: torch.Tensor | None = None,
     key_padding_mask: torch.Tensor | None = None,
     segment_ids: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
-    relative_bias: torch.Tensor | None = None,
+    relative_bias: torch.Tensor | ParametricBias | None = None,
     return_lse: bool = False,
     dropout_seed: int | torch.Tensor | None = None,
 ):
@@ -63,7 +82,8 @@ def flash_attn_func(
     device from torch's generator, so `torch.manual_seed` makes dropout reproducible (and
     neither needs a host round trip nor breaks a torch.compile graph).
     `relative_bias` [Hq, 2W + 1] (differentiable) adds relative_bias[h, clamp(j - i', -W, W) + W]:
-    T5's bucketed bias, or any bias of the distance that is constant beyond W.
+    T5's bucketed bias, or any bias of the distance that is constant beyond W; a
+    ParametricBias adds its values and gives its parameters their gradient.
     """
     check_inputs(q, k, v, alibi_slopes, relative_bias, key_padding_mask, segment_ids, dropout_p)
     batch, seqlen_q, _, head_dim = q.shape
@@ -78,6 +98,10 @@ def flash_attn_func(
     key_mask, segment_ids = kernel_masks(key_padding_mask, segment_ids, seqlen_k)
     if alibi_slopes is not None:
         alibi_slopes = alibi_slopes.to(torch.float32).contiguous()
+    bias_params = bias_jacobian = None
+    if isinstance(relative_bias, ParametricBias):
+        relative_bias, bias_params, bias_jacobian = relative_bias
+        bias_jacobian = bias_jacobian.to(torch.float32).contiguous()  # (K, Hq, 2W + 1)
     if relative_bias is not None:
         relative_bias = relative_bias.to(torch.float32).contiguous()  # (Hq, 2W + 1)
 
@@ -85,7 +109,7 @@ def flash_attn_func(
                  else EagerFlashAttention.apply)
     out, lse = attention(
         last_dim_contiguous(q), last_dim_contiguous(k), last_dim_contiguous(v),
-        alibi_slopes, relative_bias, key_mask, segment_ids,
+        alibi_slopes, relative_bias, bias_params, bias_jacobian, key_mask, segment_ids,
         bool(causal), float(softmax_scale), float(dropout_p), seed,
     )
     return (out, lse) if return_lse else out

@@ -95,10 +95,11 @@ def forward(q, k, v, alibi_slopes, relative_bias, key_mask, segment_ids, causal,
     return out, lse
 
 
-def backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_mask, segment_ids,
-             causal, softmax_scale, dropout_p, seed, relative_bias_grad=True):
-    """dq, dk, dv, and the relative bias gradient (fp32 [Hq, 2W + 1]; empty without a bias;
-    relative_bias_grad=False: not computed, zeros)."""
+def backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, bias_jacobian, key_mask,
+             segment_ids, causal, softmax_scale, dropout_p, seed, relative_bias_grad=True):
+    """dq, dk, dv, the relative bias gradient (fp32 [Hq, 2W + 1]; empty without a bias;
+    relative_bias_grad=False: not computed, zeros) and the gradient of a ParametricBias's
+    params (fp32 [K, Hq], from its jacobian [K, Hq, 2W + 1]; empty without one)."""
     batch, seqlen_q, num_heads, head_dim = q.shape
     seqlen_k, num_kv_heads = k.shape[1], k.shape[2]
     if dout.stride(-1) != 1:
@@ -146,14 +147,32 @@ def backward(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, key_mas
             drel[:, 0] += torch.where(torch.isneginf(lse), 0.0, dlse).sum((0, 2))
     pointers, strides, rel_scalars = _optional_args(q, k, alibi_slopes, relative_bias,
                                                     key_mask, segment_ids, causal)
+    num_jacobian = 0 if bias_jacobian is None else bias_jacobian.shape[0]
+    dparams = torch.zeros((num_jacobian, num_heads), dtype=torch.float32, device=q.device)
+    jacobian_band, jacobian_scale = (q, 1.0) if bias_jacobian is None else _jacobian_band(
+        bias_jacobian, q, seqlen_k)
     q_grid = lambda m: (triton.cdiv(seqlen_q, m["BLOCK_M"]), batch * num_heads)  # noqa: E731
     bwd_q_launch[q_grid](
-        q, k, v, dout, lse, delta, dq, *pointers,
+        q, k, v, dout, lse, delta, dq, *pointers, jacobian_band, dparams,
         *bsh_strides(q), *bsh_strides(k), *bsh_strides(v), *bsh_strides(dout),
-        *bsh_strides(dq), *strides, *scalars(rel_scalars),
-        **meta, **INTERPRETER_BLOCKS,
+        *bsh_strides(dq), *strides, jacobian_band.stride(0) * num_heads if num_jacobian else 0,
+        *scalars(rel_scalars), **meta, NUM_JACOBIAN=num_jacobian, **INTERPRETER_BLOCKS,
     )
-    return dq, dk, dv, drel
+    return dq, dk, dv, drel, dparams * jacobian_scale
+
+
+def _jacobian_band(bias_jacobian, q, seqlen_k):
+    """A ParametricBias's jacobian [K, Hq, 2W + 1] as the dq kernel reads it: (a band per
+    (parameter, head) [K * Hq, BAND_ROWS, C], laid out as the values' band (the same
+    band_start) but without the causal mask (ds is zero there, and 0 * -inf would not be),
+    the scale [K, Hq] of each). Each row is divided by its largest |entry| so that an fp16
+    band (16-bit inputs) neither overflows where a derivative grows with the distance (KERPLE
+    power's |d|^r2) nor loses the small entries; the kernel's sums are scaled back."""
+    count, heads, entries = bias_jacobian.shape
+    jacobian = bias_jacobian.reshape(count * heads, entries)
+    scale = jacobian.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+    band, _ = relative_bias_band(jacobian / scale, q.shape[1], seqlen_k, q.dtype)
+    return band, scale.view(count, heads)
 
 
 def _launch_rel_bias_grad(q, k, v, dout, lse, delta, drel, pointers, strides, rel_scalars,

@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from . import buffers
-from .constants import BAND_ALIGN, BAND_ROWS, LOG2E
+from .constants import BAND_ALIGN, BAND_ROWS, BAND_SPAN, LOG2E
 
 
 @triton.jit
@@ -97,15 +97,31 @@ def kv_near(start_n, seqlen_q, seqlen_k, rel_window, edges, WIDEN: tl.constexpr,
 
 
 @triton.jit
+def band_tile_offsets(tile_rows, tile_cols, band_cols):
+    """Offsets into a head's band of a tile's elements relative to its first column, for the
+    tile's row indices tile_rows (ROWS, 1) and column indices tile_cols (1, COLS): row r reads
+    band row r % BAND_ROWS, BAND_ROWS * (r // BAND_ROWS) columns left of row 0's. The band is
+    Toeplitz (its entry is a function of column - row), so that is the entry the full Toeplitz
+    block would hold, from a band BAND_ROWS rows tall instead of ROWS."""
+    group = tile_rows // BAND_ROWS
+    return ((tile_rows - group * BAND_ROWS) * tl.multiple_of(band_cols, BAND_ALIGN)
+            - group * BAND_ROWS + tile_cols)
+
+
+@triton.jit
 def band_tile(band_row, start_m, start_n, band_start, band_cols, tile_offsets,
               QUERIES: tl.constexpr, KEYS: tl.constexpr):
     """Pointers to the band entries of the tile of QUERIES queries from start_m and KEYS keys
-    from start_n: its first key's column, start_n - start_m + band_start, a multiple of
-    BAND_ALIGN (vector loads), clamped into the band. Exact for any tile: one past either end
-    lies wholly beyond the window, as do the band's first and last KEYS columns."""
-    tl.static_assert(QUERIES <= BAND_ROWS and QUERIES + KEYS <= 2 * BAND_ROWS,
-                     "tile larger than the band allows")
-    col = tl.minimum(tl.maximum(start_n - start_m + band_start, 0), band_cols - KEYS)
+    from start_n (tile_offsets from band_tile_offsets): its first key's column, start_n - start_m +
+    band_start, a multiple of BAND_ALIGN (vector loads), clamped to where every row's read
+    lies in the band. Exact for any tile: one clamped at either end lies wholly beyond the
+    window, as do the band's first and last columns the clamped tile reads (see
+    relative_bias_band)."""
+    rows: tl.constexpr = BAND_ROWS.value  # an int: the interpreter has no int % constexpr
+    tl.static_assert(QUERIES % rows == 0 and QUERIES + KEYS <= BAND_SPAN.value,
+                     "a tile the band does not serve (see constants.BAND_ROWS)")
+    col = tl.minimum(tl.maximum(start_n - start_m + band_start, QUERIES - rows),
+                     band_cols - KEYS)
     return band_row + tl.multiple_of(col, BAND_ALIGN) + tile_offsets
 
 
@@ -137,24 +153,22 @@ def flush_far_rel_bias_grad(drel_row, far_right, cols, seqlen_k, rel_window):
 
 @triton.jit
 def band_kernel(Bias, Band, stride_bias_h, stride_band_h, rel_window, lead, band_cols,
-                MIRRORED: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_R: tl.constexpr,
-                BLOCK_C: tl.constexpr):
-    """BLOCK_R rows of one head's band (see relative_bias_band): band[h, r, c] = log2(e) *
+                MIRRORED: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_C: tl.constexpr):
+    """BLOCK_C columns of one head's band (see relative_bias_band): band[h, r, c] = log2(e) *
     bias[h, clamp(c - r - lead, -W, W) + W], the entries mirrored (2W - entry) if MIRRORED;
     CAUSAL: -inf where the key comes after the query (c - r - lead > 0, < 0 if MIRRORED)."""
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]  # (BLOCK_R, 1)
+    rows = tl.arange(0, BAND_ROWS)[:, None]  # (BAND_ROWS, 1)
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]  # (1, BLOCK_C)
     h = tl.program_id(1)
-    for first_col in range(0, band_cols, BLOCK_C):
-        cols = first_col + tl.arange(0, BLOCK_C)[None, :]  # (1, BLOCK_C)
-        distance = cols - rows - lead  # j - i' (i' - j if MIRRORED)
-        clamped = clamp_to_window(distance, rel_window)
-        entry = rel_window - clamped if MIRRORED else rel_window + clamped
-        value = tl.load(Bias + h * stride_bias_h + entry).to(tl.float32) * LOG2E
-        if CAUSAL:
-            future = distance < 0 if MIRRORED else distance > 0
-            value = tl.where(future, float("-inf"), value)
-        tl.store(Band + h * stride_band_h + rows * band_cols + cols,
-                 value.to(Band.dtype.element_ty), mask=cols < band_cols)
+    distance = cols - rows - lead  # j - i' (i' - j if MIRRORED)
+    clamped = clamp_to_window(distance, rel_window)
+    entry = rel_window - clamped if MIRRORED else rel_window + clamped
+    value = tl.load(Bias + h * stride_bias_h + entry).to(tl.float32) * LOG2E
+    if CAUSAL:
+        future = distance < 0 if MIRRORED else distance > 0
+        value = tl.where(future, float("-inf"), value)
+    tl.store(Band + h * stride_band_h + rows * band_cols + cols,
+             value.to(Band.dtype.element_ty), mask=cols < band_cols)
 
 
 def relative_bias_band(relative_bias: torch.Tensor, seqlen_q: int, seqlen_k: int,
@@ -163,32 +177,36 @@ def relative_bias_band(relative_bias: torch.Tensor, seqlen_q: int, seqlen_k: int
     """The relative bias [Hq, 2W + 1] as the kernels read it: (band [Hq, BAND_ROWS, C],
     band_start).
 
-    band[h, r, c] = log2(e) * bias[h, clamp(c - r - P, -W, W) + W]. The bias of a tile (queries
-    start_m + r, r < BAND_ROWS; keys start_n + n) is the Toeplitz block at rows r, columns
-    start_n - start_m + band_start + n, band_start = P - (Sk - Sq): keys contiguous, read with
-    vector loads instead of a gather per element. P >= W + BAND_ROWS - 1 and
-    C >= P + W + 2 * BAND_ROWS - 1 leave clamped end values at both ends for any tile of up to
-    2 * BAND_ROWS queries + keys (see band_tile); P = Sk - Sq and C = 0 (mod BAND_ALIGN) align
-    every tile's first key.
+    band[h, r, c] = log2(e) * bias[h, clamp(c - r - P, -W, W) + W]: Toeplitz, so the bias of a
+    tile (queries start_m + r, keys start_n + n) is band[r % R, col + n - R * (r // R)] with
+    R = BAND_ROWS and col = start_n - start_m + band_start, band_start = P - (Sk - Sq): keys
+    contiguous, read with vector loads instead of a gather per element (see band_tile).
+    band_tile clamps col into [Q - R, C - K] for a tile of Q queries and K keys (Q + K <=
+    BAND_SPAN = S), where every read lies in the band; P >= W + S - R - 1 and C >= P + W + S - 1
+    make a clamped tile read distances beyond the window only, as its true ones are. P = Sk - Sq
+    and C = 0 (mod BAND_ALIGN) align every tile's first key.
     keys_major: the band for the dk/dv kernel's (keys, queries) tiles, queries contiguous: the
     same construction for the mirrored bias (distance i - j) with queries and keys swapped.
     causal: the band also holds the causal mask, -inf where j > i' (the kernels then skip the
     mask arithmetic in every tile that reads the band: it cost about as much as the band's
     read).
+    R rows rather than a whole tile's: for a bias over every distance of a long sequence
+    (KERPLE, Sandwich: W = S - 1) a band of R x 2S entries per head stays in the L2 cache.
     fp16 for 16-bit inputs (half the bytes of fp32; its 2^-11 relative error stays below the
     rounding of p before the second matrix product), fp32 for fp32 inputs. One kernel writes
     it (three torch operations took several times as long).
     """
     heads, entries = relative_bias.shape
     window = (entries - 1) // 2
-    rows, align = BAND_ROWS.value, BAND_ALIGN.value
+    rows, span, align = BAND_ROWS.value, BAND_SPAN.value, BAND_ALIGN.value
     shift = seqlen_q - seqlen_k if keys_major else seqlen_k - seqlen_q
-    lead = window + rows - 1 + (shift - window - rows + 1) % align  # P
-    cols = triton.cdiv(lead + window + 2 * rows - 1, align) * align  # C
+    least_lead = window + span - rows - 1
+    lead = least_lead + (shift - least_lead) % align  # P
+    cols = triton.cdiv(lead + window + span - 1, align) * align  # C
     band_dtype = torch.float32 if dtype == torch.float32 else torch.float16
     band = buffers.alloc((heads, rows, cols), band_dtype, relative_bias.device)
-    rows_per_program = 32
-    band_kernel[(rows // rows_per_program, heads)](
+    block_c = 256
+    band_kernel[(triton.cdiv(cols, block_c), heads)](
         relative_bias, band, relative_bias.stride(0), band.stride(0), window, lead, cols,
-        MIRRORED=keys_major, CAUSAL=causal, BLOCK_R=rows_per_program, BLOCK_C=256)
+        MIRRORED=keys_major, CAUSAL=causal, BLOCK_C=block_c)
     return band, lead - shift

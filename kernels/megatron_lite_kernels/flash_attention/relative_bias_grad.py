@@ -9,8 +9,7 @@ import triton.language as tl
 
 from .backward import key_block_rows, probs_and_ds, query_tiles
 from .common import bias_and_mask, load_alibi_slope, load_seed
-from .constants import BAND_ALIGN
-from .relative_bias import band_tile, kv_near, zone_bounds
+from .relative_bias import band_tile, band_tile_offsets, kv_near, zone_bounds
 
 
 @triton.jit
@@ -122,7 +121,7 @@ def rel_bias_grad_kernel(
     seg_row = SegIds + b * stride_seg_b
     seed = load_seed(Seed, HAS_DROPOUT=HAS_DROPOUT)
     # (BLOCK_N, BLOCK_M): the walk's bias tile, from the key-major band as in the dk/dv kernel
-    band_offsets = offs_n[:, None] * tl.multiple_of(band_cols, BAND_ALIGN) + offs_m[None, :]
+    band_offsets = band_tile_offsets(offs_n[:, None], offs_m[None, :], band_cols)
     bias_t = tl.load(band_tile(RelBias + h * stride_relbias_h, 0, walk * BLOCK_M, band_start,
                                band_cols, band_offsets, QUERIES=BLOCK_N, KEYS=BLOCK_M))
     bias_t = bias_t.to(tl.float32)

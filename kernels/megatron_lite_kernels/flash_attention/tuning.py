@@ -119,9 +119,10 @@ def pruner(tiles: dict, rel_bias_needs_wide_keys: bool):
     return prune
 
 
-def _autotune(kernel, tiles: dict, reset_to_zero=None, rel_bias_needs_wide_keys=False):
+def _autotune(kernel, tiles: dict, reset_to_zero=None, rel_bias_needs_wide_keys=False,
+              extra_key=()):
     prune = pruner(tiles, rel_bias_needs_wide_keys)
-    return _tuned(kernel, configs_of(tiles), TUNING_KEY, reset_to_zero,
+    return _tuned(kernel, configs_of(tiles), [*TUNING_KEY, *extra_key], reset_to_zero,
                   prune_configs_by={"early_config_prune": prune})
 
 
@@ -150,7 +151,9 @@ else:
     fwd_launch = _autotune(_fwd_heuristics(fwd_kernel), ROW_MAJOR_TILES)
     bwd_kv_launch = _autotune(bwd_kv_kernel, KEY_MAJOR_TILES, reset_to_zero=["DRelBias"],
                               rel_bias_needs_wide_keys=True)
-    bwd_q_launch = _autotune(bwd_q_kernel, DQ_TILES)
+    # DParams: a ParametricBias's gradient, added with atomics (an empty buffer without one).
+    bwd_q_launch = _autotune(bwd_q_kernel, DQ_TILES, reset_to_zero=["DParams"],
+                             extra_key=["NUM_JACOBIAN"])
     # Its tile comes from rel_grad_tile; warps and stages are its own (it also pipelines k
     # and v, so some of the dk/dv kernel's stage counts overflow shared memory: the tuner
     # skips them).

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from megatron_lite.modules import KerpleBias, SandwichBias
+from megatron_lite_kernels import flash_attention
 from megatron_lite_kernels.flash_attention import flash_attn_func
 from megatron_lite_kernels.module_copy import load_kernel_copy
 
@@ -50,10 +51,11 @@ def relative_bias_by_distance(heads: int, device) -> torch.Tensor:
                        generator=generator).requires_grad_()
 
 
-def kerple_module(shape: Shape) -> KerpleBias:
+def kerple_module(shape: Shape, parametric: bool = False) -> KerpleBias:
     """The model's KERPLE (logarithmic) of one layer, its parameters moved off their initial
-    values (a = p = 1 would make |d|^p a no-op)."""
-    module = KerpleBias(shape.heads, "log").cuda()
+    values (a = p = 1 would make |d|^p a no-op); parametric: as the flash models build it (a
+    ParametricBias while training)."""
+    module = KerpleBias(shape.heads, "log", parametric=parametric).cuda()
     with torch.no_grad():
         module.kerple_a.uniform_(0.5, 1.5)
         module.kerple_p.uniform_(0.5, 1.5)
@@ -62,10 +64,13 @@ def kerple_module(shape: Shape) -> KerpleBias:
 
 # Our kernel's inputs for each bias kind: (a function giving flash_attn_func's keywords for one
 # call, the learned tensors whose gradients a backward must produce too). KERPLE and Sandwich
-# are computed per call as the models do (their values by distance, from the parameters).
+# are computed per call as the models do (their values by distance, from the parameters);
+# KERPLE as a ParametricBias where the kernel package (`package`: ours, or a candidate copy)
+# has it, as its values by distance otherwise (a kernel from before it).
 
 
-def _bias_inputs(shape: Shape, bias: str | None) -> tuple[Callable[[], dict], tuple]:
+def _bias_inputs(shape: Shape, bias: str | None,
+                 package=None) -> tuple[Callable[[], dict], tuple]:
     if bias is None:
         return dict, ()
     if bias == "alibi":
@@ -74,8 +79,18 @@ def _bias_inputs(shape: Shape, bias: str | None) -> tuple[Callable[[], dict], tu
     if bias == "relative":
         relative = relative_bias_by_distance(shape.heads, "cuda")
         return (lambda: {"relative_bias": relative}), (relative,)
-    module = kerple_module(shape) if bias == "kerple" else SandwichBias(shape.heads, shape.head_dim).cuda()
-    return (lambda: module.attention_inputs(shape.seqlen, shape.seqlen)), tuple(module.parameters())
+    if bias == "sandwich":
+        module = SandwichBias(shape.heads, shape.head_dim).cuda()
+        return (lambda: module.attention_inputs(shape.seqlen, shape.seqlen)), ()
+    parametric = hasattr(package, "ParametricBias")
+    module = kerple_module(shape, parametric)
+
+    def kerple_inputs():
+        by_distance = module.attention_inputs(shape.seqlen, shape.seqlen)["relative_bias"]
+        # the package's own class: a candidate copy's flash_attn_func knows no other
+        return {"relative_bias": package.ParametricBias(*by_distance) if parametric
+                else by_distance}
+    return kerple_inputs, tuple(module.parameters())
 
 
 # A provider's builder takes (shape, bias kind: None, "alibi", "relative", "kerple" or
@@ -83,10 +98,12 @@ def _bias_inputs(shape: Shape, bias: str | None) -> tuple[Callable[[], dict], tu
 # gradients the backward must produce as well).
 
 
-def _triton_kernel(attention: Callable = flash_attn_func):
-    """Builder for a `flash_attn_func` (ours, or a candidate copy of it)."""
+def _triton_kernel(package=flash_attention):
+    """Builder for the `flash_attn_func` of a kernel package (ours, or a candidate copy)."""
+    attention = package.flash_attn_func
+
     def build(shape: Shape, bias: str | None):
-        bias_inputs, learned = _bias_inputs(shape, bias)
+        bias_inputs, learned = _bias_inputs(shape, bias, package)
 
         def run(q, k, v):
             return attention(q, k, v, causal=shape.causal, **bias_inputs())
@@ -202,7 +219,7 @@ def load_candidate_kernel(path: str):
     module = load_kernel_copy(path, "megatron_lite_candidate")
     for name, bias in (("cand", None), ("cand_alibi", "alibi"), ("cand_relbias", "relative"),
                        ("cand_kerple", "kerple"), ("cand_sandwich", "sandwich")):
-        PROVIDERS[name] = (_triton_kernel(module.flash_attn_func), bias)
+        PROVIDERS[name] = (_triton_kernel(module), bias)
     return module
 
 

@@ -17,7 +17,7 @@ def test_candidate_copy_registers_its_providers_and_matches_ours(monkeypatch):
     needs_kernel_on_cpu()
     monkeypatch.setattr(bench, "PROVIDERS", dict(bench.PROVIDERS))  # leave the real table alone
     candidate = bench.load_candidate_kernel(str(KERNEL_PACKAGE))
-    assert {"cand", "cand_alibi", "cand_relbias"} <= set(bench.PROVIDERS)
+    assert {"cand", "cand_alibi", "cand_relbias", "cand_kerple", "cand_sandwich"} <= set(bench.PROVIDERS)
     assert candidate.flash_attn_func is not flash_attn_func
     q, k, v = (torch.randn(1, 40, 2, 32) for _ in range(3))
     bias = torch.randn(2, 9)

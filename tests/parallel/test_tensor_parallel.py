@@ -213,11 +213,14 @@ def test_tensor_and_sequence_parallel_equal_one_process():
 def test_tensor_parallel_through_the_flash_kernel():
     """The kernel on each rank's heads (interpreter, float32): one step of a 1+1-layer T5 with GQA, sequence
     parallel; the relative bias reaches the kernel as each rank's heads' rows, and the kernel's
-    gradient of them lands in that rank's shard of the table."""
+    gradient of them lands in that rank's shard of the table. And a GPT with KERPLE, which goes
+    as a ParametricBias of the rank's heads: the dq kernel's parameter gradient lands in the
+    rank's shard of each parameter."""
     from tests.modules.test_attention import needs_kernel_on_cpu  # noqa: PLC0415
 
     needs_kernel_on_cpu()
-    mp.spawn(run_rank, args=(free_port(), ["t5-relative-gqa-1-layer"], True, (True,), 1), nprocs=WORLD)
+    mp.spawn(run_rank, args=(free_port(), ["t5-relative-gqa-1-layer", "gpt-kerple-power"], True, (True,), 1),
+             nprocs=WORLD)
 
 
 def test_sizes_the_ranks_cannot_share_are_refused_naming_their_keys():

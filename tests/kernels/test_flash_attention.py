@@ -376,6 +376,20 @@ def test_torch_compile_traces_the_custom_op():
     drawn = drawing(q, k, v)
     torch.manual_seed(8)
     torch.testing.assert_close(drawn, flash_attn_func(q, k, v, dropout_p=0.1), rtol=0, atol=0)
+    # A ParametricBias (KERPLE under torch_compile): its params' gradient through the graph.
+    params, distance, jacobian = kerple_parts(2, 24, 24, DEVICE)
+    values, jacobian = kerple_log(params, distance).float(), jacobian.float()
+    params = params.float().requires_grad_()
+
+    def biased(q, k, v, params):
+        return flash_attn_func(q, k, v, causal=True,
+                               relative_bias=ParametricBias(values, params, jacobian))
+
+    compiled = torch.compile(biased, backend="aot_eager", fullgraph=True)
+    expected = torch.autograd.grad(biased(q, k, v, params).sum(), (q, params))
+    for got, want in zip(torch.autograd.grad(compiled(q, k, v, params).sum(), (q, params)),
+                         expected):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 @settings(max_examples=12, deadline=None, derandomize=True)

@@ -69,8 +69,7 @@ def kerple_module(shape: Shape, parametric: bool = False) -> KerpleBias:
 # has it, as its values by distance otherwise (a kernel from before it).
 
 
-def _bias_inputs(shape: Shape, bias: str | None,
-                 package=None) -> tuple[Callable[[], dict], tuple]:
+def _bias_inputs(shape: Shape, bias: str | None, package) -> tuple[Callable[[], dict], tuple]:
     if bias is None:
         return dict, ()
     if bias == "alibi":

@@ -132,10 +132,15 @@ class DistanceFunctionBias(nn.Module):
         """float32 [H, N] for the int64 distances j - i' [N]."""
         raise NotImplementedError
 
-    def attention_inputs(self, seqlen_q: int, seqlen_k: int) -> dict[str, torch.Tensor]:
+    def call_distances(self, seqlen_q: int, seqlen_k: int) -> torch.Tensor:
+        """int64 [2W + 1]: every distance j - i' of an Sq x Sk call, -W..W, on this module's
+        device."""
         window = distance_window(seqlen_q, seqlen_k)
         device = next(itertools.chain(self.parameters(), self.buffers())).device
-        distance = torch.arange(-window, window + 1, device=device)  # (2W + 1,)
+        return torch.arange(-window, window + 1, device=device)
+
+    def attention_inputs(self, seqlen_q: int, seqlen_k: int) -> dict[str, torch.Tensor]:
+        distance = self.call_distances(seqlen_q, seqlen_k)  # (2W + 1,)
         return {"relative_bias": self.values(distance)}  # (H, 2W + 1)
 
 
@@ -197,8 +202,7 @@ class KerpleBias(DistanceFunctionBias):
     def attention_inputs(self, seqlen_q: int, seqlen_k: int) -> dict:
         if not (self.parametric and torch.is_grad_enabled()):
             return super().attention_inputs(seqlen_q, seqlen_k)
-        window = distance_window(seqlen_q, seqlen_k)
-        distance = torch.arange(-window, window + 1, device=self.parameter_rows().device)
+        distance = self.call_distances(seqlen_q, seqlen_k)  # (2W + 1,)
         with torch.no_grad():
             values = self.values(distance)  # (H, 2W + 1)
             jacobian = self.jacobian(distance)  # (K, H, 2W + 1)

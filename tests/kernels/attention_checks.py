@@ -8,9 +8,9 @@ the dtype's rounding at the reference's magnitude (the flash-attention rule).
 
 from __future__ import annotations
 
-import torch
-
 import math
+
+import torch
 
 from megatron_lite_kernels.attention_reference import attention_reference
 from megatron_lite_kernels.flash_attention import ParametricBias, dropout_keep_mask, flash_attn_func

@@ -64,7 +64,7 @@ def _(dout, q, k, v, out, lse, dlse, alibi_slopes, relative_bias, bias_jacobian,
 
 
 def _setup_context(ctx, inputs, output):
-    (q, k, v, alibi_slopes, relative_bias, _, bias_jacobian, key_mask, segment_ids,
+    (q, k, v, alibi_slopes, relative_bias, bias_params, bias_jacobian, key_mask, segment_ids,
      causal, softmax_scale, dropout_p, seed) = inputs
     out, lse = output
     # An unused output's gradient arrives as None, not a tensor of zeros: most callers never
@@ -73,7 +73,7 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(q, k, v, out, lse, alibi_slopes, relative_bias, bias_jacobian,
                           key_mask, segment_ids, seed)
     ctx.options = (causal, softmax_scale, dropout_p)
-    ctx.bias_params_dtype = None if inputs[5] is None else inputs[5].dtype
+    ctx.bias_params_dtype = None if bias_params is None else bias_params.dtype
 
 
 def _backward_with(backward):

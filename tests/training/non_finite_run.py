@@ -74,7 +74,10 @@ def main(argv: list[str]) -> int:
     except USER_ERRORS as error:
         print(f"Error: {user_message(error)}", file=sys.stderr, flush=True)
         return 1
-    print(f"checksum rank {os.environ.get('LOCAL_RANK', '0')}: {weight_checksum(module)!r}", flush=True)
+    # One write, newline included: the ranks share the output file, and under PYTHONUNBUFFERED a
+    # print's text and its newline are two writes, between which the other rank's log can land.
+    sys.stdout.write(f"checksum rank {os.environ.get('LOCAL_RANK', '0')}: {weight_checksum(module)!r}\n")
+    sys.stdout.flush()
     return 0
 
 

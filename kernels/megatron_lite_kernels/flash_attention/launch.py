@@ -186,6 +186,8 @@ def _launch_rel_bias_grad(q, k, v, dout, lse, delta, drel, pointers, strides, re
     block_m, block_n = rel_grad_tile(meta["CAUSAL"], meta["HEAD_DIM"], seqlen_q, seqlen_k)
     first_walk, end_walk = walk_range(seqlen_q, seqlen_k, rel_window, meta["CAUSAL"],
                                       block_m, block_n)
+    if end_walk == first_walk:  # no window tile: nothing to add
+        return
     chunks = triton.cdiv(triton.cdiv(seqlen_k, block_n), REL_GRAD_BLOCKS_PER_PROGRAM)
     kernel_meta = {key: value for key, value in meta.items() if key != "HAS_REL_BIAS"}
     # The autotuner zeroes its output between trials, which must not drop drel's far part:

@@ -172,9 +172,10 @@ def rel_bias_grad_kernel(
 def walk_range(seqlen_q: int, seqlen_k: int, rel_window: int, causal: bool, block_m: int,
                block_n: int) -> tuple[int, int]:
     """[first, end) of the walks of rel_bias_grad_kernel: the window zone (window_zone)
-    relative to its key block's start, in query blocks, before the clamping at the sequence
-    ends (which only shrinks a zone or empties it). Python's // rounds down, as the kernel's
-    block arithmetic does where it matters."""
+    relative to its key block's start, in query blocks, bounded by the walks that reach a query
+    block of the sequence (the zones' own clamping at the sequence ends only shrinks a zone or
+    empties it, so a few walks may still find no tile). Python's // rounds down, as the
+    kernel's block arithmetic does where it matters."""
     shift = seqlen_k - seqlen_q
     # window_blocks: past the last block wholly beyond the window, up to the first one beyond
     # the other side
@@ -183,4 +184,9 @@ def walk_range(seqlen_q: int, seqlen_k: int, rel_window: int, causal: bool, bloc
     if causal:  # from the first row that sees the key block, and its diagonal blocks
         lo = -shift // block_m
         hi = max(hi, -((shift - block_n + 1) // block_m))
-    return lo, hi
+    # A walk's query block must start inside [0, Sq) for some key block: a window wider than
+    # the sequences (T5's 128 at a short decoder) would otherwise launch idle programs.
+    last_key_block_start = (triton.cdiv(seqlen_k, block_n) - 1) * block_n
+    lo = max(lo, -(last_key_block_start // block_m))
+    hi = min(hi, triton.cdiv(seqlen_q, block_m))
+    return lo, max(lo, hi)

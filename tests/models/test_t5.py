@@ -98,8 +98,10 @@ def test_padding_is_honoured(use_flash, position):
     if use_flash:
         needs_kernel_on_cpu()
     torch.manual_seed(0)
-    model = T5Model(tiny_t5_config(stack={"position_embedding_type": position, "use_flash_attention": use_flash}),
-                    VOCAB).eval()
+    # One layer a stack: each check is about one attention's masking (a layer more would only
+    # repeat it, at 0.2 s an interpreted kernel call).
+    model = T5Model(tiny_t5_config(stack={"position_embedding_type": position, "use_flash_attention": use_flash,
+                                          "num_layers": 1}), VOCAB).eval()
     text_enc, text_dec, enc_mask, _, _ = batch()
     with torch.no_grad():
         logits = model(text_enc, text_dec, enc_mask)  # (B, Sd, V)

@@ -59,9 +59,10 @@ train-t5: setup
 	$(PY) scripts/prepare_default_corpus.py
 	$(PY) scripts/train.py --config-name=megatron_t5_config +preset=t5/cpu_default
 
-# pytest's exit 5 (no test collected) is no failure.
+# pytest's exit 5 (no test collected) is no failure. The slowest tests are listed, so that a
+# CI log shows where the suite's time goes.
 define run_pytest
-$(PY) -m pytest -q $(1) tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+$(PY) -m pytest -q --durations=15 $(1) tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 endef
 
 # The suite, then the multi-process tests (gloo on the CPU: 2 and 4 processes) as a second step.

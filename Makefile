@@ -65,9 +65,15 @@ define run_pytest
 $(PY) -m pytest -q --durations=15 $(1) tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 endef
 
-# The suite, then the multi-process tests (gloo on the CPU: 2 and 4 processes) as a second step.
+# The suite runs in TEST_WORKERS pytest-xdist processes, each with its share of torch's threads
+# (tests/conftest.py): on CI's 2 cores, 2 take it from 15 to 8 minutes (most tests are tiny
+# models, bound by Python rather than by torch's threads).
+# The multi-process tests (gloo on the CPU: 2 and 4 processes each) follow as a second step, one
+# at a time.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(call run_pytest,-m "not distributed")
+	$(call run_pytest,-n $(TEST_WORKERS) -m "not distributed")
 	$(call run_pytest,-m distributed)
 
 test-distributed: setup

@@ -66,7 +66,7 @@ $(PY) -m pytest -q --durations=15 $(1) tests; rc=$$?; if [ $$rc -eq 5 ]; then ec
 endef
 
 # The suite runs in TEST_WORKERS pytest-xdist processes, each with its share of torch's threads
-# (tests/conftest.py): on CI's 2 cores, 2 take it from 15 to 8 minutes (most tests are tiny
+# (tests/conftest.py): on CI's 2 cores, 2 take it from 15 to 7 minutes (most tests are tiny
 # models, bound by Python rather than by torch's threads).
 # The multi-process tests (gloo on the CPU: 2 and 4 processes each) follow as a second step, one
 # at a time.

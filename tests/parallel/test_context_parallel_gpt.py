@@ -11,7 +11,6 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.distributed.device_mesh import init_device_mesh
 
 from megatron_lite.models import GPTModel
@@ -19,7 +18,7 @@ from megatron_lite.config.parallel import check_context_parallel
 from megatron_lite.parallel.context_parallel import apply_context_parallel
 from megatron_lite.training.gpt import loss
 from tests.gpt_testing import compose_gpt
-from tests.parallel.test_context_parallel import free_port
+from tests.parallel.distributed_testing import spawn_ranks
 
 pytestmark = pytest.mark.distributed
 
@@ -49,40 +48,36 @@ def packed_batch() -> dict[str, torch.Tensor]:
             "position_ids": position_ids, "segment_ids": segment_ids.int()}
 
 
-def run_rank(rank: int, world: int, port: int, cfg, use_flash: bool) -> None:
+def run_rank(rank: int, world: int, cfg, use_flash: bool) -> None:
     if use_flash:
         os.environ["TRITON_INTERPRET"] = "1"
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        torch.manual_seed(0)
-        model = GPTModel(cfg.model, VOCAB)
-        params = [p for p in model.parameters()]
-        batch = packed_batch()
-        whole = loss(model, batch, cfg)
-        whole_grads = torch.autograd.grad(whole, params)
+    torch.manual_seed(0)
+    model = GPTModel(cfg.model, VOCAB)
+    params = [p for p in model.parameters()]
+    batch = packed_batch()
+    whole = loss(model, batch, cfg)
+    whole_grads = torch.autograd.grad(whole, params)
 
-        apply_context_parallel(model, init_device_mesh("cpu", (world,), mesh_dim_names=("context_parallel",)))
-        shared = loss(model, batch, cfg)
-        grads = torch.autograd.grad(shared, params)
-        torch.testing.assert_close(shared, whole, rtol=1e-5, atol=1e-6)
-        for (name, _), grad, want in zip(model.named_parameters(), grads, whole_grads):
-            averaged = grad.clone()
-            dist.all_reduce(averaged)
-            torch.testing.assert_close(averaged / world, want, rtol=1e-4, atol=1e-6, msg=name)
-    finally:
-        dist.destroy_process_group()
+    apply_context_parallel(model, init_device_mesh("cpu", (world,), mesh_dim_names=("context_parallel",)))
+    shared = loss(model, batch, cfg)
+    grads = torch.autograd.grad(shared, params)
+    torch.testing.assert_close(shared, whole, rtol=1e-5, atol=1e-6)
+    for (name, _), grad, want in zip(model.named_parameters(), grads, whole_grads):
+        averaged = grad.clone()
+        dist.all_reduce(averaged)
+        torch.testing.assert_close(averaged / world, want, rtol=1e-4, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("position", ["learned_absolute", "rope"])
 def test_gpt_loss_and_gradients_equal_one_process(position):
-    mp.spawn(run_rank, args=(2, free_port(), gpt_config(position, False), False), nprocs=2)
+    spawn_ranks(run_rank, 2, gpt_config(position, False), False)
 
 
 def test_gpt_through_the_kernel():
     from tests.modules.test_attention import needs_kernel_on_cpu
 
     needs_kernel_on_cpu()
-    mp.spawn(run_rank, args=(2, free_port(), gpt_config("rope", True), True), nprocs=2)
+    spawn_ranks(run_rank, 2, gpt_config("rope", True), True)
 
 
 def test_unsupported_layouts_are_named():

@@ -9,12 +9,8 @@ nodes x 2 processes, on 4 processes."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.tensor import Replicate, Shard
 
@@ -24,16 +20,11 @@ from megatron_lite.parallel.parallelize import parallelize
 from megatron_lite.parallel.strategy import build_device_mesh
 from megatron_lite.training.gpt import loss as gpt_loss
 from megatron_lite.training.grad_norm import clip_gradients, gradient_norm
+from tests.parallel.distributed_testing import spawn_ranks
 
 pytestmark = pytest.mark.distributed
 
 SEQ, VOCAB, MAX_NORM = 16, 96, 0.5  # small enough that clipping applies
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def config(world: int, fsdp: bool, strategy: str, nodes: int) -> GPTConfig:
@@ -75,29 +66,25 @@ LAYOUTS = [(False, "full", 1), (True, "full", 1), (True, "grad", 1), (True, "hyb
 PLACEMENTS = {(False, 1): (Replicate(),), (True, 1): (Shard(0),), (True, 2): (Replicate(), Shard(0))}
 
 
-def run_rank(rank: int, world: int, port: int) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        for fsdp, strategy, nodes in LAYOUTS:
-            cfg = config(world, fsdp, strategy, nodes)
-            torch.manual_seed(0)
-            reference = GPTModel(cfg.model, VOCAB)
-            torch.manual_seed(0)
-            model = GPTModel(cfg.model, VOCAB)
-            parallelize(model, build_device_mesh("cpu", world, 1, 1), cfg)
-            assert model.output_weight().placements == PLACEMENTS[fsdp, nodes]
-            want_norms = train_steps(reference, cfg, list(range(world)))
-            norms = train_steps(model, cfg, [rank])
-            assert norms == pytest.approx(want_norms, rel=1e-5), (fsdp, strategy)
-            assert max(want_norms) > MAX_NORM  # the steps were clipped
-            state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
-            for name, tensor in reference.state_dict().items():
-                # Adam turns rounding differences of near-zero gradients into visible ones.
-                torch.testing.assert_close(state[name], tensor, rtol=1e-5, atol=2e-5,
-                                           msg=lambda message, name=name: f"{fsdp, strategy}: {name}: {message}")
-    finally:
-        dist.destroy_process_group()
+def run_rank(rank: int, world: int) -> None:
+    for fsdp, strategy, nodes in LAYOUTS:
+        cfg = config(world, fsdp, strategy, nodes)
+        torch.manual_seed(0)
+        reference = GPTModel(cfg.model, VOCAB)
+        torch.manual_seed(0)
+        model = GPTModel(cfg.model, VOCAB)
+        parallelize(model, build_device_mesh("cpu", world, 1, 1), cfg)
+        assert model.output_weight().placements == PLACEMENTS[fsdp, nodes]
+        want_norms = train_steps(reference, cfg, list(range(world)))
+        norms = train_steps(model, cfg, [rank])
+        assert norms == pytest.approx(want_norms, rel=1e-5), (fsdp, strategy)
+        assert max(want_norms) > MAX_NORM  # the steps were clipped
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+        for name, tensor in reference.state_dict().items():
+            # Adam turns rounding differences of near-zero gradients into visible ones.
+            torch.testing.assert_close(state[name], tensor, rtol=1e-5, atol=2e-5,
+                                       msg=lambda message, name=name: f"{fsdp, strategy}: {name}: {message}")
 
 
 def test_data_parallel_forms_equal_averaged_gradients():
-    mp.spawn(run_rank, args=(4, free_port()), nprocs=4)
+    spawn_ranks(run_rank, 4)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.distributed.device_mesh import init_device_mesh
 from torch.utils.checkpoint import checkpoint
 
@@ -17,7 +16,7 @@ from megatron_lite.models import GPTModel
 from megatron_lite.modules.attention import _Attention
 from megatron_lite.parallel.random import RankSeededDropout, rank_seeded
 from megatron_lite.parallel.tensor_parallel import apply_tensor_parallel
-from tests.parallel.test_context_parallel import free_port
+from tests.parallel.distributed_testing import spawn_ranks
 
 
 def draws(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,30 +50,26 @@ def test_checkpointing_replays_the_masks():
     assert (grad(False) == 0).any()  # dropout is on
 
 
-def run_rank(rank: int, world: int, port: int) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        cfg = GPTModelConfig(num_layers=2, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4,
-                             encoder_seq_length=8, max_position_embeddings=8, hidden_dropout=0.5,
-                             attention_dropout=0.5, ffn_dropout=0.5, use_flash_attention=False)
-        torch.manual_seed(0)
-        model = GPTModel(cfg, 64)
-        apply_tensor_parallel(model, init_device_mesh("cpu", (world,)), sequence_parallel=True)
-        attention = [m for m in model.modules() if isinstance(m, _Attention)]
-        assert attention and all(m.dropout_rank == rank for m in attention)
-        dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-        # the embedding's, and each layer's hidden and MLP dropout
-        assert len(dropouts) == 5 and all(isinstance(m, RankSeededDropout) and m.rank == rank for m in dropouts)
-        torch.manual_seed(1)
-        mlp_dropout = model.get_submodule("decoder.layers.0.mlp.dropout")  # no layout hooks on it
-        mask = (mlp_dropout(torch.ones(64)) == 0).float()
-        masks = [torch.empty_like(mask) for _ in range(world)]
-        dist.all_gather(masks, mask)
-        assert not torch.equal(masks[0], masks[1])
-    finally:
-        dist.destroy_process_group()
+def run_rank(rank: int, world: int) -> None:
+    cfg = GPTModelConfig(num_layers=2, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4,
+                         encoder_seq_length=8, max_position_embeddings=8, hidden_dropout=0.5,
+                         attention_dropout=0.5, ffn_dropout=0.5, use_flash_attention=False)
+    torch.manual_seed(0)
+    model = GPTModel(cfg, 64)
+    apply_tensor_parallel(model, init_device_mesh("cpu", (world,)), sequence_parallel=True)
+    attention = [m for m in model.modules() if isinstance(m, _Attention)]
+    assert attention and all(m.dropout_rank == rank for m in attention)
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    # the embedding's, and each layer's hidden and MLP dropout
+    assert len(dropouts) == 5 and all(isinstance(m, RankSeededDropout) and m.rank == rank for m in dropouts)
+    torch.manual_seed(1)
+    mlp_dropout = model.get_submodule("decoder.layers.0.mlp.dropout")  # no layout hooks on it
+    mask = (mlp_dropout(torch.ones(64)) == 0).float()
+    masks = [torch.empty_like(mask) for _ in range(world)]
+    dist.all_gather(masks, mask)
+    assert not torch.equal(masks[0], masks[1])
 
 
 @pytest.mark.distributed
 def test_tensor_parallel_seeds_the_sharded_dropouts_by_rank():
-    mp.spawn(run_rank, args=(2, free_port()), nprocs=2)
+    spawn_ranks(run_rank, 2)

@@ -10,8 +10,6 @@ import dataclasses
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Shard
 
@@ -21,7 +19,7 @@ from megatron_lite.modules import cross_entropy
 from megatron_lite.modules.cross_entropy import linear_cross_entropy
 from megatron_lite.modules.lora import add_lora
 from megatron_lite.parallel.tensor_parallel import apply_tensor_parallel, check_tensor_parallel_sizes
-from tests.parallel.test_context_parallel import free_port
+from tests.parallel.distributed_testing import spawn_ranks
 from tests.t5_testing import tiny_t5_config
 
 WORLD = 2
@@ -162,26 +160,22 @@ def logit_widths():
         cross_entropy._log_softmax_terms = real
 
 
-def run_rank(rank: int, port: int, names: list[str], use_flash: bool, layouts: tuple[bool, ...],
+def run_rank(rank: int, world: int, names: list[str], use_flash: bool, layouts: tuple[bool, ...],
              steps: int) -> None:
     """Each case against one process under each of `layouts` (sequence parallel or not)."""
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
-        mesh = init_device_mesh("cpu", (WORLD,), mesh_dim_names=("tensor_parallel",))
-        for name in names:
-            model_type, cfg = CASES[name]
-            # The kernel takes float32 (and half types), not float64.
-            dtype = torch.float32 if use_flash else torch.float64
-            if use_flash:
-                cfg = flash_on(cfg)
-            by_layout = [train_side_by_side(model_type, cfg, mesh, sequence_parallel=sp, steps=steps,
-                                            dtype=dtype) for sp in layouts]
-            # Sequence parallelism changes where norms run and how sums are reduced, not the math.
-            assert by_layout[-1] == pytest.approx(by_layout[0], rel=1e-6), name
-        if not use_flash:
-            check_refusals(mesh)
-    finally:
-        dist.destroy_process_group()
+    mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("tensor_parallel",))
+    for name in names:
+        model_type, cfg = CASES[name]
+        # The kernel takes float32 (and half types), not float64.
+        dtype = torch.float32 if use_flash else torch.float64
+        if use_flash:
+            cfg = flash_on(cfg)
+        by_layout = [train_side_by_side(model_type, cfg, mesh, sequence_parallel=sp, steps=steps,
+                                        dtype=dtype) for sp in layouts]
+        # Sequence parallelism changes where norms run and how sums are reduced, not the math.
+        assert by_layout[-1] == pytest.approx(by_layout[0], rel=1e-6), name
+    if not use_flash:
+        check_refusals(mesh)
 
 
 def check_refusals(mesh) -> None:
@@ -206,7 +200,7 @@ def flash_on(cfg):
 @pytest.mark.distributed
 def test_tensor_and_sequence_parallel_equal_one_process():
     """Every case, with and without sequence parallelism, against one process: 3 steps each."""
-    mp.spawn(run_rank, args=(free_port(), list(CASES), False, (False, True), STEPS), nprocs=WORLD)
+    spawn_ranks(run_rank, WORLD, list(CASES), False, (False, True), STEPS)
 
 
 @pytest.mark.distributed
@@ -219,8 +213,7 @@ def test_tensor_parallel_through_the_flash_kernel():
     from tests.modules.test_attention import needs_kernel_on_cpu  # noqa: PLC0415
 
     needs_kernel_on_cpu()
-    mp.spawn(run_rank, args=(free_port(), ["t5-relative-gqa-1-layer", "gpt-kerple-power"], True, (True,), 1),
-             nprocs=WORLD)
+    spawn_ranks(run_rank, WORLD, ["t5-relative-gqa-1-layer", "gpt-kerple-power"], True, (True,), 1)
 
 
 def test_sizes_the_ranks_cannot_share_are_refused_naming_their_keys():

@@ -49,9 +49,9 @@ def _run_rank(rank: int, body: Callable[..., None], world: int, port: int, args:
     # frees the last collective's tensors just after the collective returns; when that happens
     # while Python finalizes, taking the GIL ends the thread inside a noexcept destructor and the
     # rank dies with SIGABRT ("terminate called without an active exception": 1 run in 7 of a
-    # test that ended on an all_gather, 0 in 100 this way). No barrier before leaving: a rank
-    # whose body failed would make the others fail in it, and spawn could report their error.
-    # A failing body never gets here; spawn reports its error.
+    # test that ended on an all_gather, 0 in 100 this way). A failing body never gets here, and
+    # there is no barrier before leaving: the ranks waiting in it for a failed one would fail
+    # too, and spawn could report their error instead of its.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
